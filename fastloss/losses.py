@@ -1,0 +1,147 @@
+"""The public loss functions: validate, run the kernel, shape the result.
+
+Names, argument order and defaults follow torch.nn.functional, so code can switch by changing
+the module it calls.
+"""
+import numpy as np
+
+from . import _kernels, _validate
+
+_ERRORS = {1: "all elements of input should be between 0 and 1",   # FL_BAD_INPUT
+           2: "all elements of target should be between 0 and 1"}  # FL_BAD_TARGET
+
+
+def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
+    _validate.check_reduction(reduction)
+    x, result_dtype = _validate.float_input(input)
+    y, target_type = _validate.binary_target(target, x)
+    w = _validate.broadcast_operand(weight, "weight", x.shape, x.dtype)
+    pw = _validate.broadcast_operand(pos_weight, "pos_weight", x.shape, x.dtype)
+    out_arr = _validate.out_array(out, reduction, x.shape, result_dtype,
+                                  [("input", x), ("target", y), ("weight", w[0]),
+                                   ("pos_weight", pw[0])])
+    threads = _validate.thread_count(n_threads, x.size)
+
+    values = None
+    if reduction == "none":
+        # float16 results are computed in float32 and rounded at the end
+        values = out_arr if out_arr is not None and out_arr.dtype == x.dtype \
+            else np.empty(x.shape, x.dtype)
+    if x.size:
+        total, flags = _kernels.binary_loss(
+            loss, _validate.flat(x), _validate.flat(y), target_type, *w, *pw,
+            None if values is None else values.reshape(-1), threads)
+        for bit, message in _ERRORS.items():
+            if flags & bit:
+                raise ValueError(message)
+    else:
+        total = 0.0
+
+    if reduction == "sum":
+        return result_dtype.type(total)
+    if reduction == "mean":
+        return result_dtype.type(total / x.size if x.size else np.nan)
+    if out_arr is None:
+        return values.astype(result_dtype, copy=False)
+    if values is not out_arr:
+        np.copyto(out_arr, values, casting="same_kind")
+    return out
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_threads=None,
+                         out=None):
+    r"""Binary cross-entropy between probabilities and targets.
+
+    Per element, with each logarithm clamped at -100 as torch does (so 0*log 0 contributes 0
+    and one element's loss is at most 100*w)::
+
+        loss = -w * (y * max(log(p), -100) + (1 - y) * max(log1p(-p), -100))
+
+    torch counterpart: ``torch.nn.functional.binary_cross_entropy``.
+
+    Parameters
+    ----------
+    input : array_like of float16, float32 or float64
+        Probabilities p in [0, 1], any shape (0-d included). NumPy arrays, memmaps (read-only
+        too) and torch CPU tensors are read in place when float32/float64 and C-contiguous or
+        1-D with any stride; other layouts are copied, float16 is computed in float32.
+    target : array_like
+        Targets y in [0, 1] of the input's shape: the input's float dtype, bool, uint8 or int64
+        (read in place), or another real dtype (converted to the input's dtype).
+    weight : array_like, optional
+        Multiplies each element's loss; broadcasts to the input's shape by NumPy's rules
+        (e.g. (C,) or (N, 1) for (N, C) input) without being expanded.
+    reduction : {"mean", "none", "sum"}
+        "none": the per-element loss, input's shape and dtype. "sum": the sum. "mean": the sum
+        divided by the number of elements (weights are not in the denominator), nan for empty
+        input. "sum" and "mean" accumulate in float64 over fixed blocks, so they are bitwise
+        identical for any n_threads, and return a NumPy scalar of the input's dtype.
+    n_threads : int, optional
+        Threads to use (1 to 1024). Default: the CPUs the process may use, within
+        OMP_NUM_THREADS and threadpoolctl limits, and serial for small inputs. The GIL is
+        released while the kernel runs.
+    out : ndarray or torch tensor, optional
+        With reduction="none": a C-contiguous, writable buffer of the input's shape and dtype
+        that receives the losses and is returned. It must not overlap the arguments. If an
+        error is raised, its contents are unspecified.
+
+    Raises
+    ------
+    TypeError
+        input is not a float array, or target or weight is not real numeric.
+    ValueError
+        "all elements of input should be between 0 and 1" (an input outside [0, 1] or nan),
+        "all elements of target should be between 0 and 1", target's shape differs from the
+        input's, weight does not broadcast to it, an unknown reduction, n_threads outside
+        [1, 1024], a wrong out (shape, dtype, layout, read-only, overlapping, or given with a
+        reduction other than "none").
+    """
+    return _binary("binary_cross_entropy", input, target, weight, None, reduction, n_threads,
+                   out)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None, *, n_threads=None, out=None):
+    r"""Binary cross-entropy between logits and targets, numerically stable.
+
+    Per element, for a logit x, a target y in [0, 1] and pos_weight pw::
+
+        loss = w * (pw * y * softplus(-x) + (1 - y) * softplus(x))
+             = w * ((1 - y) * x - (1 + (pw - 1) * y) * logsigmoid(x))
+
+    computed as written in the first line, with softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)):
+    both terms are non-negative, so there is no cancellation for soft labels, and nothing
+    overflows for logits of any magnitude. Infinite logits give their limits (x = +inf, y = 1:
+    0; x = +inf, y = 0: +inf; torch returns nan for both), and a zero weight times an infinite
+    loss is 0. nan logits give nan.
+
+    torch counterpart: ``torch.nn.functional.binary_cross_entropy_with_logits`` (which does not
+    check the target's range; this function does).
+
+    Parameters
+    ----------
+    input : array_like of float16, float32 or float64
+        Logits, any shape; read in place as described in :func:`binary_cross_entropy`.
+    target : array_like
+        Targets in [0, 1] of the input's shape (soft labels allowed); dtypes as in
+        :func:`binary_cross_entropy`.
+    weight : array_like, optional
+        Multiplies each element's loss; broadcasts to the input's shape.
+    reduction : {"mean", "none", "sum"}
+        As in :func:`binary_cross_entropy`.
+    pos_weight : array_like, optional
+        Weight of the positive term; broadcasts to the input's shape by NumPy's rules, which
+        for torch's usual shapes means (C,) for (N, C) input and (C, 1, 1) for (N, C, H, W).
+    n_threads, out
+        As in :func:`binary_cross_entropy`.
+
+    Raises
+    ------
+    TypeError
+        input is not a float array, or target, weight or pos_weight is not real numeric.
+    ValueError
+        "all elements of target should be between 0 and 1", shapes that differ or do not
+        broadcast, an unknown reduction, n_threads outside [1, 1024], a wrong out.
+    """
+    return _binary("binary_cross_entropy_with_logits", input, target, weight, pos_weight,
+                   reduction, n_threads, out)

@@ -1,0 +1,187 @@
+/* fl_binary_tmpl.h: the elementwise losses for one float type, included once per type by
+ * fl_kernels.h with FL_T (float or double) and FL_S(name) (appends _f32 or _f64) defined.
+ * Every name defined here is static: each instruction-set translation unit gets its own copy.
+ */
+
+/* ---- The formulas: one place each, shared by every reduction and instruction set. ---- */
+
+/* Binary cross-entropy with logits and pos_weight pw, for a target y in [0, 1]:
+ *     pw*y*softplus(-x) + (1-y)*softplus(x),
+ * which is torch's (1-y)*x - (1+(pw-1)*y)*logsigmoid(x) rearranged so that both terms are
+ * non-negative (no cancellation, also for soft labels; the textbook max(x,0) - x*y + log1p(e^-|x|)
+ * loses every digit of x - x*y for y near 1). With L = log1p(exp(-|x|)),
+ *     softplus(x) = max(x, 0) + L,   softplus(-x) = max(-x, 0) + L,
+ * so the loss is (pw*y + 1-y)*L + c*|x|, where c is the coefficient of the softplus whose max
+ * term is |x|: 1-y for x > 0, pw*y otherwise. Nothing overflows, and a zero c times an infinite
+ * |x| gives 0 (x = +inf, y = 1 is a perfect prediction, loss 0), not torch's nan. */
+FL_INLINE FL_T FL_S(fl_bce_logits)(FL_T x, FL_T y, FL_T pw) {
+    FL_T abs_x = x < 0 ? -x : x;
+    FL_T L = FL_S(fl_log1p_unit)(FL_S(fl_exp_nonpos)(-abs_x));
+    FL_T c_pos = pw * y, c_neg = 1 - y;
+    return (c_pos + c_neg) * L + FL_S(fl_coef)(x > 0 ? c_neg : c_pos, abs_x);
+}
+
+/* Binary cross-entropy on a probability p in [0, 1], exactly torch's:
+ *     (y-1)*max(log1p(-p), -100) - y*max(log(p), -100).
+ * The clamps make 0*log(0) contribute 0 and bound one element's loss by 100. */
+FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
+    FL_T log_p = FL_S(fl_log)(p);
+    FL_T log_q = FL_S(fl_log1p_neg)(p);
+    log_p = log_p < -100 ? -100 : log_p;
+    log_q = log_q < -100 ? -100 : log_q;
+    return (y - 1) * log_q - y * log_p;
+}
+
+/* ---- Reading one block of each operand as a contiguous array of FL_T. ---- */
+
+/* Contiguous operands are read in place; strided ones and other target types are copied into
+ * buf, a block at a time (buf sits in L1, so this costs a fraction of the loss itself). */
+#define FL_GATHER(SRC_T, src, stride, len, buf)                                          \
+    do {                                                                                 \
+        const SRC_T *src_ = (const SRC_T *)(src);                                        \
+        if ((stride) == 1)                                                               \
+            for (ptrdiff_t k_ = 0; k_ < (len); k_++) (buf)[k_] = (FL_T)src_[k_];         \
+        else                                                                             \
+            for (ptrdiff_t k_ = 0; k_ < (len); k_++) (buf)[k_] = (FL_T)src_[k_ * (stride)]; \
+    } while (0)
+
+FL_INLINE const FL_T *FL_S(fl_read_input)(const fl_binary_args *a, ptrdiff_t start,
+                                          ptrdiff_t len, FL_T *buf) {
+    const FL_T *x = (const FL_T *)a->input + start * a->input_stride;
+    if (a->input_stride == 1) return x;
+    FL_GATHER(FL_T, x, a->input_stride, len, buf);
+    return buf;
+}
+
+FL_INLINE const FL_T *FL_S(fl_read_target)(const fl_binary_args *a, ptrdiff_t start,
+                                           ptrdiff_t len, FL_T *buf) {
+    ptrdiff_t s = a->target_stride;
+    switch (a->target_type) {
+    case FL_TARGET_U8:
+        FL_GATHER(unsigned char, (const unsigned char *)a->target + start * s, s, len, buf);
+        return buf;
+    case FL_TARGET_I64:
+        FL_GATHER(long long, (const long long *)a->target + start * s, s, len, buf);
+        return buf;
+    default: {
+        const FL_T *y = (const FL_T *)a->target + start * s;
+        if (s == 1) return y;
+        FL_GATHER(FL_T, y, s, len, buf);
+        return buf;
+    }
+    }
+}
+
+/* NULL when the operand is absent. Periodic operands (repeat == 1) come tiled, so a pointer into
+ * them serves the whole block; operands constant over runs of `repeat` elements are expanded
+ * into buf run by run. */
+FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t start,
+                                            ptrdiff_t len, FL_T *buf) {
+    const FL_T *d = (const FL_T *)op->data;
+    if (d == NULL) return NULL;
+    if (op->repeat == 1) return d + start % op->period;
+    ptrdiff_t j = (start / op->repeat) % op->period;
+    ptrdiff_t run = op->repeat - start % op->repeat;
+    for (ptrdiff_t k = 0; k < len; run = op->repeat, j = (j + 1 == op->period) ? 0 : j + 1) {
+        ptrdiff_t end = k + run < len ? k + run : len;
+        FL_T v = d[j];
+        for (; k < end; k++) buf[k] = v;
+    }
+    return buf;
+}
+
+#undef FL_GATHER
+
+/* ---- The loops. has_* are constants after inlining: each combination is its own loop. ---- */
+
+/* Range checks ride along in the loop at the cost of two or three vector operations:
+ * min(v, 1 - v) is negative exactly when v is outside [0, 1] (or infinite), and a sum of the v
+ * is nan exactly when one of them is (min ignores nan). */
+#define FL_OUTSIDE_UNIT(lo, total) (!((lo) >= 0) | ((total) != (total)))
+
+FL_INLINE FL_T FL_S(fl_bce_logits_loop)(const FL_T *restrict x, const FL_T *restrict y,
+                                        const FL_T *restrict w, const FL_T *restrict pw,
+                                        FL_T *restrict out, ptrdiff_t len, int *bad_target,
+                                        const int has_w, const int has_pw, const int has_out) {
+    FL_T sum = 0, y_lo = 0, y_sum = 0;
+#pragma omp simd reduction(+ : sum, y_sum) reduction(min : y_lo)
+    for (ptrdiff_t k = 0; k < len; k++) {
+        FL_T yk = y[k], y_dist = yk < 1 - yk ? yk : 1 - yk;
+        y_lo = y_dist < y_lo ? y_dist : y_lo;
+        y_sum += yk;
+        FL_T l = FL_S(fl_bce_logits)(x[k], yk, has_pw ? pw[k] : (FL_T)1);
+        if (has_w) l = FL_S(fl_coef)(w[k], l);
+        if (has_out) out[k] = l;
+        sum += l;
+    }
+    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
+    return sum;
+}
+
+FL_INLINE FL_T FL_S(fl_bce_loop)(const FL_T *restrict p, const FL_T *restrict y,
+                                 const FL_T *restrict w, FL_T *restrict out, ptrdiff_t len,
+                                 int *bad_input, int *bad_target, const int has_w,
+                                 const int has_out) {
+    FL_T sum = 0, p_lo = 0, p_sum = 0, y_lo = 0, y_sum = 0;
+#pragma omp simd reduction(+ : sum, p_sum, y_sum) reduction(min : p_lo, y_lo)
+    for (ptrdiff_t k = 0; k < len; k++) {
+        FL_T pk = p[k], yk = y[k];
+        FL_T p_dist = pk < 1 - pk ? pk : 1 - pk, y_dist = yk < 1 - yk ? yk : 1 - yk;
+        p_lo = p_dist < p_lo ? p_dist : p_lo;
+        y_lo = y_dist < y_lo ? y_dist : y_lo;
+        p_sum += pk;
+        y_sum += yk;
+        FL_T l = FL_S(fl_bce)(pk, yk);
+        if (has_w) l = w[k] * l;
+        if (has_out) out[k] = l;
+        sum += l;
+    }
+    *bad_input = FL_OUTSIDE_UNIT(p_lo, p_sum);
+    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
+    return sum;
+}
+
+#undef FL_OUTSIDE_UNIT
+
+/* ---- Block entry points (fl_binary_fn). ---- */
+
+static double FL_S(fl_bce_logits_block)(const fl_binary_args *a, ptrdiff_t start, ptrdiff_t len,
+                                        unsigned char *flags) {
+    FL_T xbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK], pwbuf[FL_BLOCK];
+    const FL_T *x = FL_S(fl_read_input)(a, start, len, xbuf);
+    const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
+    const FL_T *w = FL_S(fl_read_operand)(&a->weight, start, len, wbuf);
+    const FL_T *pw = FL_S(fl_read_operand)(&a->pos_weight, start, len, pwbuf);
+    FL_T *out = a->out ? (FL_T *)a->out + start : NULL;
+    int bad_target;
+    FL_T sum;
+#define FL_CALL(has_w, has_pw, has_out) \
+    FL_S(fl_bce_logits_loop)(x, y, w, pw, out, len, &bad_target, has_w, has_pw, has_out)
+    if (out)
+        sum = w ? (pw ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1)) : (pw ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
+    else
+        sum = w ? (pw ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0)) : (pw ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
+#undef FL_CALL
+    *flags = bad_target ? FL_BAD_TARGET : 0;
+    return (double)sum;
+}
+
+static double FL_S(fl_bce_block)(const fl_binary_args *a, ptrdiff_t start, ptrdiff_t len,
+                                 unsigned char *flags) {
+    FL_T pbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK];
+    const FL_T *p = FL_S(fl_read_input)(a, start, len, pbuf);
+    const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
+    const FL_T *w = FL_S(fl_read_operand)(&a->weight, start, len, wbuf);
+    FL_T *out = a->out ? (FL_T *)a->out + start : NULL;
+    int bad_input, bad_target;
+    FL_T sum;
+#define FL_CALL(has_w, has_out) \
+    FL_S(fl_bce_loop)(p, y, w, out, len, &bad_input, &bad_target, has_w, has_out)
+    if (out)
+        sum = w ? FL_CALL(1, 1) : FL_CALL(0, 1);
+    else
+        sum = w ? FL_CALL(1, 0) : FL_CALL(0, 0);
+#undef FL_CALL
+    *flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
+    return (double)sum;
+}

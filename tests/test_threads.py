@@ -1,0 +1,130 @@
+"""Threads: bitwise reproducible reductions, defaults, the GIL, fork, and concurrent callers."""
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import fastloss
+from fastloss import _kernels, _validate
+import reference as ref
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reductions_are_bitwise_identical_for_any_thread_count(simd_path, dtype):
+    rng = np.random.default_rng(5)
+    n = 1_000_003  # many blocks and a partial one
+    x = rng.standard_normal(n).astype(dtype)
+    p = rng.random(n).astype(dtype)
+    y = rng.random(n).astype(dtype)
+    w = rng.random(n).astype(dtype)
+    for reduction in ("sum", "mean"):
+        results = {t: (fastloss.binary_cross_entropy_with_logits(x, y, w, reduction, w[::-1],
+                                                                n_threads=t),
+                       fastloss.binary_cross_entropy(p, y, w, reduction, n_threads=t))
+                   for t in (1, 2, 3, 7)}
+        assert len({r[0].tobytes() for r in results.values()}) == 1
+        assert len({r[1].tobytes() for r in results.values()}) == 1
+
+
+def test_default_threads_follow_size_and_limits():
+    cpus = min(_kernels.max_threads(), len(os.sched_getaffinity(0)))
+    assert _validate.thread_count(None, 1000) == 1  # small work stays serial
+    assert _validate.thread_count(None, 10**8) == cpus
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert _validate.thread_count(None, 10**8) == 1
+    assert _validate.thread_count(3, 10) == 3  # an explicit count is used as given
+
+
+def test_omp_num_threads_is_respected():
+    code = "from fastloss import _validate; print(_validate.thread_count(None, 10**9))"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "1"
+
+
+def test_gil_is_released_during_the_kernel():
+    n = 3 * 10**7
+    x = np.zeros(n, np.float32)
+    y = np.zeros(n, np.float32)
+    counter = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)  # another thread runs only when this one lets go of the GIL
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        before = counter[0]
+        fastloss.binary_cross_entropy_with_logits(x, y, n_threads=1)
+        during = counter[0] - before
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(old)
+    assert during > 0
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(6)
+    jobs = [(rng.standard_normal(200_000 + i).astype(np.float32),
+             rng.random(200_000 + i).astype(np.float32)) for i in range(8)]
+    want = [ref.bce_with_logits(x, y).sum() for x, y in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: fastloss.binary_cross_entropy_with_logits(
+            *a, reduction="sum", n_threads=2), jobs * 4))
+    for g, w in zip(got, want * 4):
+        assert g == pytest.approx(w, rel=1e-6)
+
+
+def _child_loss(queue):
+    x = np.linspace(-5, 5, 1_000_000, dtype=np.float32)
+    queue.put(float(fastloss.binary_cross_entropy_with_logits(x, np.zeros_like(x),
+                                                              reduction="sum", n_threads=2)))
+
+
+def test_forked_child_does_not_hang():
+    x = np.linspace(-5, 5, 1_000_000, dtype=np.float32)
+    want = float(fastloss.binary_cross_entropy_with_logits(x, np.zeros_like(x), reduction="sum",
+                                                           n_threads=2))  # parent's thread pool
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_loss, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert not child.is_alive(), "the forked child hung"
+    child.terminate()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
+
+
+def test_simd_path_from_the_environment():
+    code = "import fastloss; print(fastloss.simd_path())"
+    for requested in _kernels.supported_simd_paths():
+        env = dict(os.environ, FASTLOSS_SIMD=requested)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True, cwd=os.path.dirname(__file__))
+        assert out.stdout.strip() == requested
+    env = dict(os.environ, FASTLOSS_SIMD="sse9")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                         capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(__file__))
+    assert "FASTLOSS_SIMD" in out.stderr and "'sse9' is not available" in out.stderr
+    assert out.stdout.strip() == _kernels.supported_simd_paths()[-1]
+
+
+def test_unavailable_simd_path_is_refused():
+    with pytest.raises(ValueError, match="not available"):
+        _kernels.set_simd_path("neon")
+    assert "scalar" in _kernels.supported_simd_paths()
+    assert fastloss.simd_path() in _kernels.supported_simd_paths()
