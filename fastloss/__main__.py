@@ -1,0 +1,21 @@
+"""The fastloss command line: `fastloss COMMAND ...` or `python -m fastloss COMMAND ...`."""
+import sys
+
+COMMANDS = {"bench": "speed comparison against NumPy and torch on generated data"}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: fastloss COMMAND [options]\n\ncommands:", file=sys.stderr)
+        for name, text in COMMANDS.items():
+            print(f"  {name:8} {text}", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "bench":
+        from . import bench
+        bench.main(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
