@@ -8,40 +8,13 @@ target dtype; the C side converts a block at a time), so nothing here copies dat
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stddef cimport ptrdiff_t
 
 import numpy as np
 
 cnp.import_array()
 
-cdef extern from "fl_binary.h" nogil:
-    enum: FL_BLOCK
-    ctypedef struct fl_operand:
-        const void *data
-        ptrdiff_t period, repeat
-    ctypedef struct fl_binary_args:
-        const void *input
-        ptrdiff_t input_stride
-        const void *target
-        ptrdiff_t target_stride
-        int target_type
-        fl_operand weight, pos_weight
-        void *out
-    ctypedef double (*fl_binary_fn)(const fl_binary_args *args, ptrdiff_t start, ptrdiff_t len,
-                                    unsigned char *flags)
-
-cdef extern from "fl_dispatch.h" nogil:
-    ctypedef struct fl_kernel_table:
-        const char *name
-        fl_binary_fn bce[2]
-        fl_binary_fn bce_logits[2]
-    const fl_kernel_table *fl_kernels_for(const char *name)
-    int fl_openmp_enabled()
-    int fl_max_threads()
-
 BLOCK = FL_BLOCK
 SIMD_PATHS = ("scalar", "avx2", "avx512")
-BINARY_LOSSES = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
 
 cdef const fl_kernel_table *_table = fl_kernels_for(b"auto")
 cdef bint _in_forked_child = False

@@ -298,3 +298,42 @@ def test_property_agrees_with_float64_reference(args):
     if reduction != "none":
         atol += rtol * np.sum(np.abs(loss))
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+# ---- no hidden copies ----
+
+def _peak_allocation(fn):
+    """Peak bytes allocated through Python and NumPy's allocators while fn runs."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
+    """mean and sum allocate only the per-block partial sums: no copy of any operand."""
+    n = 4_000_000
+    x = np.linspace(-3, 3, n, dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    memmap = np.load(tmp_path / "x.npy", mmap_mode="r")
+    strided = np.repeat(x, 2)[::2]
+    cases = {
+        "float target": (x, np.zeros(n, np.float32)),
+        "bool target": (x, np.zeros(n, bool)),
+        "uint8 target": (x, np.zeros(n, np.uint8)),
+        "int64 target": (x, np.zeros(n, np.int64)),
+        "1-D strided": (strided, strided > 0),
+        "read-only memmap": (memmap, np.zeros(n, np.float32)),
+        "torch tensors": (torch.from_numpy(x), torch.zeros(n)),
+        "2-D with pos_weight": (x.reshape(-1, 8), np.zeros((n // 8, 8), np.float32)),
+    }
+    budget = n // 100  # far below one operand's size (4 bytes per element)
+    for name, (a, b) in cases.items():
+        pw = np.ones(8, np.float32) if name.startswith("2-D") else None
+        peak = _peak_allocation(lambda: bcel(a, b, pos_weight=pw, reduction="sum"))
+        assert peak < budget, f"{name}: {peak} bytes allocated"
+    probs, labels = np.clip(x, 0, 1), np.zeros(n, bool)
+    assert _peak_allocation(lambda: bce(probs, labels)) < budget
