@@ -2,8 +2,18 @@
 from libc.stddef cimport ptrdiff_t
 
 
-cdef extern from "fl_binary.h" nogil:
+cdef extern from "fl_block.h" nogil:
     enum: FL_BLOCK
+    ctypedef struct fl_block_result:
+        double loss
+        double weight
+        ptrdiff_t bad
+        int flags
+    ctypedef void (*fl_block_fn)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                                 fl_block_result *result)
+
+
+cdef extern from "fl_binary.h" nogil:
     ctypedef struct fl_operand:
         const void *data
         ptrdiff_t period, repeat
@@ -15,15 +25,27 @@ cdef extern from "fl_binary.h" nogil:
         int target_type
         fl_operand weight, pos_weight
         void *out
-    ctypedef double (*fl_binary_fn)(const fl_binary_args *args, ptrdiff_t start, ptrdiff_t len,
-                                    unsigned char *flags)
+
+
+cdef extern from "fl_softmax.h" nogil:
+    enum: FL_CE_LANES
+    ctypedef struct fl_softmax_args:
+        const void *input
+        ptrdiff_t n_classes, n_spatial
+        const void *target
+        int target_type
+        const void *weight
+        long long ignore_index
+        double label_smoothing
+        void *out
 
 
 cdef extern from "fl_dispatch.h" nogil:
     ctypedef struct fl_kernel_table:
         const char *name
-        fl_binary_fn bce[2]
-        fl_binary_fn bce_logits[2]
+        fl_block_fn bce[2]
+        fl_block_fn bce_logits[2]
+        fl_block_fn cross_entropy[2]
     const fl_kernel_table *fl_kernels_for(const char *name)
     int fl_openmp_enabled()
     int fl_max_threads()

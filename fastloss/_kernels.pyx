@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Drivers of the C kernels: split the work into fixed blocks, run them with the GIL released
-(in parallel under OpenMP), and add the block sums in a fixed order.
+(in parallel under OpenMP), and add the block results in a fixed order.
 
 The arrays arrive validated and flattened by fastloss._validate; this module trusts them. The
 kernels read them through data pointers and element strides (one driver serves every input and
 target dtype; the C side converts a block at a time), so nothing here copies data.
 """
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython.parallel cimport prange
 
 import numpy as np
@@ -65,20 +66,64 @@ cdef inline ptrdiff_t _stride(cnp.ndarray a):
     return cnp.PyArray_STRIDES(a)[0] // cnp.PyArray_ITEMSIZE(a)
 
 
+cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
+                       int n_threads):
+    """Run fn over the blocks [0, block), [block, 2*block), ... of n positions; return the sums
+    of loss and weight in block order, the OR of the flags and the first bad position."""
+    cdef Py_ssize_t nblocks = (n + block - 1) // block
+    cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
+        max(nblocks, 1) * sizeof(fl_block_result))
+    if results == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t b
+    cdef double loss = 0.0, weight = 0.0
+    cdef int flags = 0
+    cdef ptrdiff_t bad = -1
+    if _in_forked_child:
+        n_threads = 1
+    try:
+        with nogil:
+            if n_threads == 1 or nblocks == 1:
+                for b in range(nblocks):
+                    _run_block(fn, args, n, block, b, results)
+            else:
+                for b in prange(nblocks, num_threads=n_threads, schedule="static"):
+                    _run_block(fn, args, n, block, b, results)
+            # In block order, whatever thread computed each block: bitwise reproducible.
+            for b in range(nblocks):
+                loss += results[b].loss
+                weight += results[b].weight
+                flags |= results[b].flags
+                if bad < 0:
+                    bad = results[b].bad
+    finally:
+        PyMem_Free(results)
+    return loss, weight, flags, bad
+
+
+cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
+                            Py_ssize_t b, fl_block_result *results) noexcept nogil:
+    cdef fl_block_result *r = &results[b]
+    r.loss = 0
+    r.weight = 0
+    r.bad = -1
+    r.flags = 0
+    fn(args, b * block, min(block, n - b * block), r)
+
+
 def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type,
                 object weight, Py_ssize_t weight_period, Py_ssize_t weight_repeat,
                 object pos_weight, Py_ssize_t pos_weight_period, Py_ssize_t pos_weight_repeat,
                 object out, int n_threads):
-    """Run an elementwise loss over 1-D operands; return (sum in float64, OR of the flags).
+    """Run an elementwise loss over 1-D operands; return (sum in float64, OR of the FL_BAD_*
+    flags).
 
     input: 1-D float32/float64 (any element stride); target: 1-D of input's dtype, uint8 or int64
     (target_type says which); weight, pos_weight: None or prepared operands (fl_operand in
     fl_binary.h); out: None or a C-contiguous array of input's size and dtype.
     """
-    cdef Py_ssize_t n = input.shape[0]
-    cdef Py_ssize_t nblocks = (n + FL_BLOCK - 1) // FL_BLOCK
     cdef int is_double = input.dtype == np.float64
-    cdef fl_binary_fn fn
+    cdef fl_block_fn fn
     if loss == "binary_cross_entropy":
         fn = _table.bce[is_double]
     elif loss == "binary_cross_entropy_with_logits":
@@ -99,27 +144,36 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
     args.pos_weight.period = pos_weight_period
     args.pos_weight.repeat = pos_weight_repeat
     args.out = <void *>_data(out)
+    total, _, flags, _ = _run_blocks(fn, &args, input.shape[0], FL_BLOCK, n_threads)
+    return total, flags
 
-    block_sums = np.empty(nblocks, dtype=np.float64)
-    block_flags = np.empty(nblocks, dtype=np.uint8)
-    cdef double[::1] sums = block_sums
-    cdef unsigned char[::1] flags = block_flags
-    cdef Py_ssize_t b
-    cdef double total = 0.0
-    cdef unsigned char any_flags = 0
-    if _in_forked_child:
-        n_threads = 1
-    with nogil:
-        if n_threads == 1 or nblocks == 1:
-            for b in range(nblocks):
-                sums[b] = fn(&args, b * FL_BLOCK, min(<Py_ssize_t>FL_BLOCK, n - b * FL_BLOCK),
-                             &flags[b])
-        else:
-            for b in prange(nblocks, num_threads=n_threads, schedule="static"):
-                sums[b] = fn(&args, b * FL_BLOCK, min(<Py_ssize_t>FL_BLOCK, n - b * FL_BLOCK),
-                             &flags[b])
-        # In block order, whatever thread computed each block: bitwise reproducible.
-        for b in range(nblocks):
-            total += sums[b]
-            any_flags |= flags[b]
-    return total, any_flags
+
+def softmax_block_positions(Py_ssize_t n_classes):
+    """Positions per block of the softmax kernels: about FL_BLOCK logits, whole lanes."""
+    return max(FL_CE_LANES, (FL_BLOCK // max(n_classes, 1)) // FL_CE_LANES * FL_CE_LANES)
+
+
+def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type, object weight,
+                       long long ignore_index, double label_smoothing, object out,
+                       int n_threads):
+    """Softmax cross-entropy over a C-contiguous (N, C, S) input; return (sum of the losses,
+    sum of the weights that divide "mean", first position with an out-of-range index or -1).
+
+    target: contiguous (N, S) class indices of the FL_INDEX_* type target_type, or (N, C, S)
+    probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: None or (C,) of input's
+    dtype; out: None or a contiguous (N, S) array of input's dtype.
+    """
+    cdef fl_softmax_args args
+    args.input = cnp.PyArray_DATA(input)
+    args.n_classes = input.shape[1]
+    args.n_spatial = input.shape[2]
+    args.target = cnp.PyArray_DATA(target)
+    args.target_type = target_type
+    args.weight = _data(weight)
+    args.ignore_index = ignore_index
+    args.label_smoothing = label_smoothing
+    args.out = <void *>_data(out)
+    cdef fl_block_fn fn = _table.cross_entropy[input.dtype == np.float64]
+    loss, weight_sum, _, bad = _run_blocks(fn, &args, input.shape[0] * input.shape[2],
+                                           softmax_block_positions(args.n_classes), n_threads)
+    return loss, weight_sum, bad

@@ -169,3 +169,84 @@ def thread_count(n_threads, n_elements):
     if not 1 <= n_threads <= MAX_THREADS:
         raise ValueError(f"n_threads must be between 1 and {MAX_THREADS}; got {n_threads}")
     return int(n_threads)
+
+
+# ---- softmax losses: a class axis ----
+
+# Class-index dtypes the kernels read in place, with their C codes (FL_INDEX_* in fl_softmax.h).
+_INDEX_TYPES = {np.dtype(t): code for code, t in enumerate(
+    [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64])}
+TARGET_PROBABILITIES = len(_INDEX_TYPES)
+
+
+def class_input(obj):
+    """(input as a C-contiguous (N, C, S) array, dtype of the result, the input's shape, the
+    shape of the "none" result).
+
+    (C,) is one row: (1, C, 1) with a 0-d result; (N, C, d1, ..., dk) has S = d1*...*dk. The
+    reshape is a view of C-contiguous input; other layouts are copied.
+    """
+    x, result_dtype = float_input(obj)
+    if x.ndim == 0:
+        raise ValueError("input must have a class dimension: shape (C,), (N, C) or "
+                         "(N, C, d1, ..., dk); got a 0-d array")
+    if x.ndim == 1:
+        n, c, s, loss_shape = 1, x.shape[0], 1, ()
+    else:
+        n, c, s = x.shape[0], x.shape[1], prod(x.shape[2:])
+        loss_shape = (x.shape[0],) + x.shape[2:]
+    if c == 0 and n * s:
+        raise ValueError(f"input of shape {x.shape} has no classes")
+    return np.require(x, requirements="CA").reshape(n, c, s), result_dtype, x.shape, loss_shape
+
+
+def class_target(obj, input_shape, loss_shape, dtype, ignore_index):
+    """(target, its C type code): class indices of the loss's shape, read in place when
+    contiguous, or class probabilities of the input's shape (converted to its dtype)."""
+    t = as_array(obj, "target")
+    if t.dtype.kind in "iu":
+        if t.shape != loss_shape:
+            raise ValueError(f"target of shape {t.shape} does not match input of shape "
+                             f"{input_shape}: class indices must have shape {loss_shape}")
+        t = np.require(t, t.dtype.newbyteorder("="), requirements="CA")
+        return t.reshape(-1), _INDEX_TYPES[t.dtype]
+    if t.dtype.kind == "f":
+        if t.shape != input_shape:
+            raise ValueError(f"target of shape {t.shape} does not match input of shape "
+                             f"{input_shape}: class probabilities must have the input's shape")
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is only for class-index targets; got "
+                             f"ignore_index={ignore_index} with probability targets")
+        return np.require(t, dtype, requirements="CA").reshape(-1), TARGET_PROBABILITIES
+    raise TypeError("target must hold class indices (an integer dtype) or class probabilities "
+                    f"(a float dtype); got dtype {t.dtype}")
+
+
+def class_weight(obj, n_classes, dtype):
+    """A (C,) weight per class as a contiguous array of dtype (ones when obj is None: the
+    kernels then need no variant without weights)."""
+    if obj is None:
+        return np.ones(n_classes, dtype)
+    w = as_array(obj, "weight")
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"weight must be a real numeric array; got dtype {w.dtype}")
+    if w.shape != (n_classes,):
+        raise ValueError(f"weight must have shape ({n_classes},), one value per class; got "
+                         f"shape {w.shape}")
+    return np.require(w, dtype, requirements="CA")
+
+
+def label_smoothing(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"label_smoothing must be a float; got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0; got {value}")
+    return float(value)
+
+
+def ignore_index(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int; got {type(value).__name__}")
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f"ignore_index must fit in 64 bits; got {value}")
+    return int(value)

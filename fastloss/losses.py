@@ -11,6 +11,30 @@ _ERRORS = {1: "all elements of input should be between 0 and 1",   # FL_BAD_INPU
            2: "all elements of target should be between 0 and 1"}  # FL_BAD_TARGET
 
 
+def _values(reduction, out_arr, shape, dtype):
+    """The buffer the kernel writes per-position losses to: None unless reduction is "none";
+    out itself when its dtype is the computing dtype (float16 is computed in float32)."""
+    if reduction != "none":
+        return None
+    if out_arr is not None and out_arr.dtype == dtype:
+        return out_arr
+    return np.empty(shape, dtype)
+
+
+def _result(reduction, total, count, values, out_arr, out, result_dtype):
+    """What the loss returns: the sum, the mean total/count (nan when count is 0), or the
+    per-position values, in the result's dtype and in out when given."""
+    if reduction == "sum":
+        return result_dtype.type(total)
+    if reduction == "mean":
+        return result_dtype.type(total / count if count else np.nan)
+    if out_arr is None:
+        return values.astype(result_dtype, copy=False)
+    if values is not out_arr:
+        np.copyto(out_arr, values, casting="same_kind")
+    return out
+
+
 def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
     _validate.check_reduction(reduction)
     x, result_dtype = _validate.float_input(input)
@@ -21,12 +45,8 @@ def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
                                   [("input", x), ("target", y), ("weight", w[0]),
                                    ("pos_weight", pw[0])])
     threads = _validate.thread_count(n_threads, x.size)
-
-    values = None
-    if reduction == "none":
-        # float16 results are computed in float32 and rounded at the end
-        values = out_arr if out_arr is not None and out_arr.dtype == x.dtype \
-            else np.empty(x.shape, x.dtype)
+    values = _values(reduction, out_arr, x.shape, x.dtype)
+    total = 0.0
     if x.size:
         total, flags = _kernels.binary_loss(
             loss, _validate.flat(x), _validate.flat(y), target_type, *w, *pw,
@@ -34,18 +54,7 @@ def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
         for bit, message in _ERRORS.items():
             if flags & bit:
                 raise ValueError(message)
-    else:
-        total = 0.0
-
-    if reduction == "sum":
-        return result_dtype.type(total)
-    if reduction == "mean":
-        return result_dtype.type(total / x.size if x.size else np.nan)
-    if out_arr is None:
-        return values.astype(result_dtype, copy=False)
-    if values is not out_arr:
-        np.copyto(out_arr, values, casting="same_kind")
-    return out
+    return _result(reduction, total, x.size, values, out_arr, out, result_dtype)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_threads=None,
@@ -145,3 +154,85 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     """
     return _binary("binary_cross_entropy_with_logits", input, target, weight, pos_weight,
                    reduction, n_threads, out)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, *, n_threads=None, out=None):
+    r"""Softmax cross-entropy between logits and class indices or class probabilities.
+
+    For logits z over C classes (class axis 1, or 0 for 1-D input), with
+    -log p_c = logsumexp(z) - z_c computed without forming p:
+
+    - class-index target t, class weights w (1 without ``weight``), smoothing eps::
+
+          loss = (1 - eps) * w_t * (-log p_t) + eps / C * sum_c w_c * (-log p_c)
+
+      positions whose target is ``ignore_index`` have loss 0; "mean" divides the sum by the sum
+      of w_t over the positions not ignored (nan if there are none).
+    - class-probability target y (the input's shape), mixed as q = y*(1 - eps) + eps/C::
+
+          loss = sum_c w_c * q_c * (-log p_c)
+
+      "mean" divides the sum by the number of positions N*d1*...*dk.
+
+    torch counterpart: ``torch.nn.functional.cross_entropy``, with the same semantics. A zero
+    coefficient times an infinite -log p (a logit of -inf) counts 0, where torch gives nan; a
+    row containing +inf or nan gives nan, as in torch.
+
+    Parameters
+    ----------
+    input : array_like of float16, float32 or float64
+        Logits of shape (C,), (N, C) or (N, C, d1, ..., dk), read in place when C-contiguous
+        (the class axis stays strided: no transposing copy); other layouts are copied, float16
+        is computed in float32.
+    target : array_like
+        Class indices of shape (), (N,) or (N, d1, ..., dk), of any integer dtype (read in
+        place when contiguous), or class probabilities of the input's shape (float).
+    weight : array_like, optional
+        Weight of each class, shape (C,).
+    ignore_index : int
+        Class-index targets equal to it contribute nothing (index targets only; with
+        probability targets it must be negative).
+    reduction : {"mean", "none", "sum"}
+        "none" returns the loss per position, shape (N, d1, ..., dk) (() for 1-D input); "sum"
+        and "mean" return a NumPy scalar of the input's dtype, accumulated in float64 over
+        fixed blocks: bitwise identical for any n_threads.
+    label_smoothing : float in [0, 1]
+        eps above.
+    n_threads, out
+        As in :func:`binary_cross_entropy`; out has the shape of the "none" result.
+
+    Raises
+    ------
+    IndexError
+        "Target 7 is out of bounds." for a class index outside [0, C) that is not
+        ignore_index (raised after the kernel; the inputs are untouched).
+    TypeError
+        input is not a float array, target is neither integer nor float, weight is not real
+        numeric, label_smoothing or ignore_index of the wrong type.
+    ValueError
+        input without a class axis, target or weight shapes that do not match the input,
+        label_smoothing outside [0, 1], ignore_index >= 0 with probability targets, an unknown
+        reduction, n_threads outside [1, 1024], a wrong out.
+    """
+    _validate.check_reduction(reduction)
+    x, result_dtype, input_shape, loss_shape = _validate.class_input(input)
+    ignore = _validate.ignore_index(ignore_index)
+    eps = _validate.label_smoothing(label_smoothing)
+    t, target_type = _validate.class_target(target, input_shape, loss_shape, x.dtype, ignore)
+    n, n_classes, n_spatial = x.shape
+    w = _validate.class_weight(weight, n_classes, x.dtype)
+    out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
+                                  [("input", x), ("target", t), ("weight", w)])
+    threads = _validate.thread_count(n_threads, x.size)
+    values = _values(reduction, out_arr, loss_shape, x.dtype)
+    total = denominator = 0.0
+    if n * n_spatial:
+        total, denominator, bad = _kernels.cross_entropy_loss(
+            x, t, target_type, w, ignore, eps, None if values is None else values.reshape(-1),
+            threads)
+        if bad >= 0:
+            raise IndexError(f"Target {t[bad]} is out of bounds.")
+    if target_type == _validate.TARGET_PROBABILITIES:
+        denominator = n * n_spatial
+    return _result(reduction, total, denominator, values, out_arr, out, result_dtype)

@@ -2,26 +2,18 @@
  *
  * The Python layer flattens input and target to 1-D, so element i of every operand is the i-th
  * element of the input in C order. A kernel call computes the elements [start, start + len) of
- * one block (len <= FL_BLOCK), writes them to out when out is not NULL, and returns their sum
- * (float lanes inside the block, returned as double so that block sums are added in double).
+ * one block (len <= FL_BLOCK), writes them to out when out is not NULL, and reports their sum
+ * (float lanes inside the block, added up in double across blocks) and its FL_BAD_* flags.
  */
 #ifndef FL_BINARY_H
 #define FL_BINARY_H
 
-#include <stddef.h>
-
-/* Fixed block size: the reduction tree (lanes inside a block, blocks in order) depends only on
- * it, never on the thread count, which makes every sum bitwise reproducible. */
-#define FL_BLOCK 4096
+#include "fl_block.h"
 
 /* Element types a target is read as, in place. */
 enum { FL_TARGET_FLOAT = 0, /* the input's float type */
        FL_TARGET_U8 = 1,    /* uint8 and bool */
        FL_TARGET_I64 = 2 };
-
-/* Bits of the flags a kernel raises; turned into exceptions by the Python layer. */
-enum { FL_BAD_INPUT = 1,    /* a probability outside [0, 1] or nan */
-       FL_BAD_TARGET = 2 }; /* a target outside [0, 1] or nan */
 
 /* A weight broadcast to the input without being expanded: element i reads
  * data[(i / repeat) % period]. Callers pass data tiled to period + FL_BLOCK - 1 elements when
@@ -40,8 +32,5 @@ typedef struct {
     fl_operand weight, pos_weight;
     void *out;          /* NULL, or C-contiguous, of the input's type */
 } fl_binary_args;
-
-typedef double (*fl_binary_fn)(const fl_binary_args *args, ptrdiff_t start, ptrdiff_t len,
-                               unsigned char *flags);
 
 #endif /* FL_BINARY_H */

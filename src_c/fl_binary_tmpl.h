@@ -143,10 +143,11 @@ FL_INLINE FL_T FL_S(fl_bce_loop)(const FL_T *restrict p, const FL_T *restrict y,
 
 #undef FL_OUTSIDE_UNIT
 
-/* ---- Block entry points (fl_binary_fn). ---- */
+/* ---- Block entry points (fl_block_fn). ---- */
 
-static double FL_S(fl_bce_logits_block)(const fl_binary_args *a, ptrdiff_t start, ptrdiff_t len,
-                                        unsigned char *flags) {
+static void FL_S(fl_bce_logits_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                                      fl_block_result *result) {
+    const fl_binary_args *a = (const fl_binary_args *)args;
     FL_T xbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK], pwbuf[FL_BLOCK];
     const FL_T *x = FL_S(fl_read_input)(a, start, len, xbuf);
     const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
@@ -162,12 +163,13 @@ static double FL_S(fl_bce_logits_block)(const fl_binary_args *a, ptrdiff_t start
     else
         sum = w ? (pw ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0)) : (pw ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
 #undef FL_CALL
-    *flags = bad_target ? FL_BAD_TARGET : 0;
-    return (double)sum;
+    result->loss = (double)sum;
+    result->flags = bad_target ? FL_BAD_TARGET : 0;
 }
 
-static double FL_S(fl_bce_block)(const fl_binary_args *a, ptrdiff_t start, ptrdiff_t len,
-                                 unsigned char *flags) {
+static void FL_S(fl_bce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                               fl_block_result *result) {
+    const fl_binary_args *a = (const fl_binary_args *)args;
     FL_T pbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK];
     const FL_T *p = FL_S(fl_read_input)(a, start, len, pbuf);
     const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
@@ -182,6 +184,6 @@ static double FL_S(fl_bce_block)(const fl_binary_args *a, ptrdiff_t start, ptrdi
     else
         sum = w ? FL_CALL(1, 0) : FL_CALL(0, 0);
 #undef FL_CALL
-    *flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
-    return (double)sum;
+    result->loss = (double)sum;
+    result->flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
 }

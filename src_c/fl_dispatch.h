@@ -3,6 +3,7 @@
 #define FL_DISPATCH_H
 
 #include "fl_binary.h"
+#include "fl_softmax.h"
 
 /* Runtime dispatch needs GCC's target pragmas and __builtin_cpu_supports on x86-64 (clang and
  * other architectures get the portable kernels only). */
@@ -15,8 +16,9 @@
 /* Kernels of one instruction set; index [0] is float, [1] is double. */
 typedef struct {
     const char *name;
-    fl_binary_fn bce[2];
-    fl_binary_fn bce_logits[2];
+    fl_block_fn bce[2];            /* args: fl_binary_args */
+    fl_block_fn bce_logits[2];     /* args: fl_binary_args */
+    fl_block_fn cross_entropy[2];  /* args: fl_softmax_args */
 } fl_kernel_table;
 
 /* The table for a path name ("scalar", "avx2", "avx512"), or NULL when the name is unknown, not

@@ -8,12 +8,14 @@
 #define FL_T float
 #define FL_S(name) name##_f32
 #include "fl_binary_tmpl.h"
+#include "fl_softmax_tmpl.h"
 #undef FL_T
 #undef FL_S
 
 #define FL_T double
 #define FL_S(name) name##_f64
 #include "fl_binary_tmpl.h"
+#include "fl_softmax_tmpl.h"
 #undef FL_T
 #undef FL_S
 
@@ -21,4 +23,5 @@ const fl_kernel_table FL_TABLE = {
     FL_TABLE_NAME,
     {fl_bce_block_f32, fl_bce_block_f64},
     {fl_bce_logits_block_f32, fl_bce_logits_block_f64},
+    {fl_ce_block_f32, fl_ce_block_f64},
 };

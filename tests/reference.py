@@ -27,3 +27,31 @@ def reduce(loss, reduction):
         return loss
     total = np.sum(loss, dtype=np.float64)
     return total if reduction == "sum" else total / loss.size if loss.size else np.nan
+
+
+def cross_entropy(z, target, weight=None, ignore_index=-100, label_smoothing=0.0):
+    """torch's cross_entropy in float64: (per-position losses, the "mean" denominator)."""
+    z = np.asarray(z, np.float64)
+    target = np.asarray(target)
+    one_row = z.ndim == 1
+    if one_row:
+        z, target = z[None], target[None]
+    n_classes = z.shape[1]
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    w_b = w.reshape((1, n_classes) + (1,) * (z.ndim - 2))
+    m = z.max(axis=1, keepdims=True)
+    log_p = z - (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))
+    eps = label_smoothing
+    if target.dtype.kind in "iu":
+        ignored = target == ignore_index
+        t = np.where(ignored, 0, target)
+        w_t = w[t]
+        nll = -w_t * np.take_along_axis(log_p, t[:, None], axis=1)[:, 0]
+        smooth = -(log_p * w_b).sum(axis=1)
+        loss = np.where(ignored, 0.0, (1 - eps) * nll + eps / n_classes * smooth)
+        denominator = w_t[~ignored].sum()
+    else:
+        q = np.asarray(target, np.float64) * (1 - eps) + eps / n_classes
+        loss = -(log_p * q * w_b).sum(axis=1)
+        denominator = loss.size
+    return (loss[0] if one_row else loss), denominator

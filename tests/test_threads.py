@@ -128,3 +128,13 @@ def test_unavailable_simd_path_is_refused():
         _kernels.set_simd_path("neon")
     assert "scalar" in _kernels.supported_simd_paths()
     assert fastloss.simd_path() in _kernels.supported_simd_paths()
+
+
+def test_import_leaves_the_environment_as_it_was():
+    code = "import os, fastloss; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    for extra, want in (({}, "None"), ({"GOMP_SPINCOUNT": "77"}, "77")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                             capture_output=True, text=True, check=True,
+                             cwd=os.path.dirname(__file__))
+        assert out.stdout.strip() == want
