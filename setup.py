@@ -43,19 +43,15 @@ def _compiler_accepts(compiler, flag, link=False):
 
 class BuildExt(build_ext):
     def build_extensions(self):
-        if self.compiler.compiler_type == "msvc":
-            compile_flags, link_flags = ["/O2", "/openmp"], []
+        compile_flags, link_flags = list(KERNEL_FLAGS), []
+        if _compiler_accepts(self.compiler, OPENMP_FLAG, link=True):
+            compile_flags.append(OPENMP_FLAG)
+            link_flags.append(OPENMP_FLAG)
         else:
-            compile_flags = list(KERNEL_FLAGS)
-            link_flags = []
-            if _compiler_accepts(self.compiler, OPENMP_FLAG, link=True):
-                compile_flags.append(OPENMP_FLAG)
-                link_flags.append(OPENMP_FLAG)
-            else:
-                print("fastloss: no OpenMP in this compiler; building the serial kernels",
-                      file=sys.stderr)
-                if _compiler_accepts(self.compiler, OPENMP_SIMD_FLAG):
-                    compile_flags.append(OPENMP_SIMD_FLAG)
+            print("fastloss: no OpenMP in this compiler; building the serial kernels",
+                  file=sys.stderr)
+            if _compiler_accepts(self.compiler, OPENMP_SIMD_FLAG):
+                compile_flags.append(OPENMP_SIMD_FLAG)
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags
             ext.extra_link_args = link_flags

@@ -18,7 +18,8 @@ BLOCK = FL_BLOCK
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
 cdef const fl_kernel_table *_table = fl_kernels_for(b"auto")
-cdef bint _in_forked_child = False
+cdef bint _used_threads = False      # this process has run an OpenMP parallel region
+cdef bint _in_forked_child = False   # ... and then forked: this is the child
 
 
 def set_simd_path(str name):
@@ -53,9 +54,10 @@ def max_threads():
 
 
 def _after_fork_in_child():
-    # libgomp's thread pool does not survive fork: a parallel region in the child would hang.
+    # libgomp's thread pool does not survive fork: once the parent has used it, a parallel
+    # region in the child would hang.
     global _in_forked_child
-    _in_forked_child = True
+    _in_forked_child = _used_threads
 
 
 cdef inline const void *_data(object a):
@@ -79,11 +81,14 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     cdef double loss = 0.0, weight = 0.0
     cdef int flags = 0
     cdef ptrdiff_t bad = -1
-    if _in_forked_child:
+    global _used_threads
+    if _in_forked_child or nblocks == 1:
         n_threads = 1
+    elif n_threads > 1:
+        _used_threads = True
     try:
         with nogil:
-            if n_threads == 1 or nblocks == 1:
+            if n_threads == 1:
                 for b in range(nblocks):
                     _run_block(fn, args, n, block, b, results)
             else:

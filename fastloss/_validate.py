@@ -40,6 +40,24 @@ def as_array(obj, name):
     return np.asarray(obj)
 
 
+def _writable_array(obj, name):
+    """obj as a NumPy array that writes through to it: a NumPy array, or a torch CPU tensor
+    that can be written in place (no autograd, no lazy negation)."""
+    torch = sys.modules.get("torch")
+    if isinstance(obj, np.ndarray):
+        return obj
+    if torch is not None and isinstance(obj, torch.Tensor):
+        if obj.requires_grad:
+            raise ValueError(f"{name} is a tensor that requires grad; torch does not allow "
+                             "writing into it in place")
+        if obj.is_neg() or obj.is_conj():
+            raise ValueError(f"{name} is a lazily negated or conjugated view; pass a tensor "
+                             "that owns its values")
+        return as_array(obj, name)
+    raise ValueError(f"{name} must be a NumPy array or a torch CPU tensor; got "
+                     f"{type(obj).__name__}")
+
+
 def check_reduction(reduction):
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
@@ -56,7 +74,7 @@ def float_input(obj, name="input"):
     if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
         raise TypeError(f"{name} must be a float16, float32 or float64 array; got dtype {dt}")
     if dt.itemsize == 2:
-        return a.astype(np.float32), dt
+        return a.astype(np.float32), np.dtype(np.float16)
     if not dt.isnative:
         a = a.astype(dt.newbyteorder("="))
     return a, a.dtype
@@ -75,6 +93,9 @@ def binary_target(obj, x):
         return t, TARGET_FLOAT
     if dt in _TARGET_TYPES:  # dtype equality includes the byte order: only native ones match
         return (t.view(np.uint8) if dt == np.bool_ else t), _TARGET_TYPES[dt]
+    if dt.kind == "f" and dt.itemsize > x.dtype.itemsize and not np.all((t >= 0) & (t <= 1)):
+        # checked before rounding, which could bring 1 + 1e-12 into range
+        raise ValueError("all elements of target should be between 0 and 1")
     return t.astype(x.dtype), TARGET_FLOAT
 
 
@@ -132,11 +153,7 @@ def out_array(out, reduction, shape, dtype, operands):
         return None
     if reduction != "none":
         raise ValueError(f"out= is only used with reduction='none'; got reduction={reduction!r}")
-    torch = sys.modules.get("torch")
-    if not (isinstance(out, np.ndarray) or torch is not None and isinstance(out, torch.Tensor)):
-        raise ValueError(f"out must be a NumPy array or a torch CPU tensor; got "
-                         f"{type(out).__name__}")
-    a = as_array(out, "out")
+    a = _writable_array(out, "out")
     if a.shape != shape:
         raise ValueError(f"out has shape {a.shape}; the loss has shape {shape}")
     if a.dtype != dtype:

@@ -3,12 +3,15 @@
  * The Python layer flattens input and target to 1-D, so element i of every operand is the i-th
  * element of the input in C order. A kernel call computes the elements [start, start + len) of
  * one block (len <= FL_BLOCK), writes them to out when out is not NULL, and reports their sum
- * (float lanes inside the block, added up in double across blocks) and its FL_BAD_* flags.
+ * (float lanes inside chunks of FL_CHUNK elements, chunks added in double) and FL_BAD_* flags.
  */
 #ifndef FL_BINARY_H
 #define FL_BINARY_H
 
 #include "fl_block.h"
+
+/* Elements per inner step of a block: the size of the staging buffers. */
+#define FL_CHUNK 512
 
 /* Element types a target is read as, in place. */
 enum { FL_TARGET_FLOAT = 0, /* the input's float type */

@@ -143,47 +143,62 @@ FL_INLINE FL_T FL_S(fl_bce_loop)(const FL_T *restrict p, const FL_T *restrict y,
 
 #undef FL_OUTSIDE_UNIT
 
-/* ---- Block entry points (fl_block_fn). ---- */
+/* ---- Block entry points (fl_block_fn). ----
+ * A block is read in chunks of FL_CHUNK elements, so that the staging buffers take at most
+ * 4 * FL_CHUNK * sizeof(double) = 16 KiB of stack (threads may have as little as 128 KiB).
+ * Chunk sums (float lanes) are added in double. */
 
 static void FL_S(fl_bce_logits_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                       fl_block_result *result) {
     const fl_binary_args *a = (const fl_binary_args *)args;
-    FL_T xbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK], pwbuf[FL_BLOCK];
-    const FL_T *x = FL_S(fl_read_input)(a, start, len, xbuf);
-    const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
-    const FL_T *w = FL_S(fl_read_operand)(&a->weight, start, len, wbuf);
-    const FL_T *pw = FL_S(fl_read_operand)(&a->pos_weight, start, len, pwbuf);
-    FL_T *out = a->out ? (FL_T *)a->out + start : NULL;
-    int bad_target;
-    FL_T sum;
+    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK], pwbuf[FL_CHUNK];
+    double sum = 0;
+    int bad_target = 0;
+    for (ptrdiff_t at = start, n; at < start + len; at += n) {
+        n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
+        const FL_T *x = FL_S(fl_read_input)(a, at, n, xbuf);
+        const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
+        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
+        const FL_T *pw = FL_S(fl_read_operand)(&a->pos_weight, at, n, pwbuf);
+        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
+        int bad;
 #define FL_CALL(has_w, has_pw, has_out) \
-    FL_S(fl_bce_logits_loop)(x, y, w, pw, out, len, &bad_target, has_w, has_pw, has_out)
-    if (out)
-        sum = w ? (pw ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1)) : (pw ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
-    else
-        sum = w ? (pw ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0)) : (pw ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
+    FL_S(fl_bce_logits_loop)(x, y, w, pw, out, n, &bad, has_w, has_pw, has_out)
+        if (out)
+            sum += w ? (pw ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1))
+                     : (pw ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
+        else
+            sum += w ? (pw ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0))
+                     : (pw ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
 #undef FL_CALL
-    result->loss = (double)sum;
+        bad_target |= bad;
+    }
+    result->loss = sum;
     result->flags = bad_target ? FL_BAD_TARGET : 0;
 }
 
 static void FL_S(fl_bce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                fl_block_result *result) {
     const fl_binary_args *a = (const fl_binary_args *)args;
-    FL_T pbuf[FL_BLOCK], ybuf[FL_BLOCK], wbuf[FL_BLOCK];
-    const FL_T *p = FL_S(fl_read_input)(a, start, len, pbuf);
-    const FL_T *y = FL_S(fl_read_target)(a, start, len, ybuf);
-    const FL_T *w = FL_S(fl_read_operand)(&a->weight, start, len, wbuf);
-    FL_T *out = a->out ? (FL_T *)a->out + start : NULL;
-    int bad_input, bad_target;
-    FL_T sum;
-#define FL_CALL(has_w, has_out) \
-    FL_S(fl_bce_loop)(p, y, w, out, len, &bad_input, &bad_target, has_w, has_out)
-    if (out)
-        sum = w ? FL_CALL(1, 1) : FL_CALL(0, 1);
-    else
-        sum = w ? FL_CALL(1, 0) : FL_CALL(0, 0);
+    FL_T pbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK];
+    double sum = 0;
+    int bad_input = 0, bad_target = 0;
+    for (ptrdiff_t at = start, n; at < start + len; at += n) {
+        n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
+        const FL_T *p = FL_S(fl_read_input)(a, at, n, pbuf);
+        const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
+        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
+        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
+        int bad_p, bad_y;
+#define FL_CALL(has_w, has_out) FL_S(fl_bce_loop)(p, y, w, out, n, &bad_p, &bad_y, has_w, has_out)
+        if (out)
+            sum += w ? FL_CALL(1, 1) : FL_CALL(0, 1);
+        else
+            sum += w ? FL_CALL(1, 0) : FL_CALL(0, 0);
 #undef FL_CALL
-    result->loss = (double)sum;
+        bad_input |= bad_p;
+        bad_target |= bad_y;
+    }
+    result->loss = sum;
     result->flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
 }

@@ -25,10 +25,11 @@
 FL_INLINE float fl_as_float(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 FL_INLINE int32_t fl_as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
-/* c * v, but 0 when c == 0, so that a zero coefficient of an infinite loss term gives 0, not nan
- * (the limit the formula means: x = +inf, y = 1 loses nothing). nan in c still propagates. */
-FL_INLINE float fl_coef_f32(float c, float v) { return c == 0.0f ? 0.0f : c * v; }
-FL_INLINE double fl_coef_f64(double c, double v) { return c == 0.0 ? 0.0 : c * v; }
+/* c * v for v >= 0, but 0 when c == 0 and v == +inf: a zero coefficient of an infinite loss
+ * term gives 0, not nan (x = +inf, y = 1 is a perfect prediction, loss 0). nan in c or v still
+ * propagates. */
+FL_INLINE float fl_coef_f32(float c, float v) { return (c == 0.0f) & (v == INFINITY) ? 0.0f : c * v; }
+FL_INLINE double fl_coef_f64(double c, double v) { return (c == 0.0) & (v == INFINITY) ? 0.0 : c * v; }
 
 /* exp(a) for a <= 0 (and a = -inf).
  * a = n*ln2 + r with n = round(a/ln2), |r| <= ln2/2 (Cody-Waite: ln2 split into a part with few

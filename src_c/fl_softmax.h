@@ -29,11 +29,15 @@ typedef struct {
     void *out;                  /* (N, S) of the input's type, or NULL */
 } fl_softmax_args;
 
-/* Positions handled per inner step: the lanes of the vectorized loops. */
+/* Positions handled per inner step: the lanes of the vectorized loops, at most FL_CE_LANES, and
+ * at most FL_CE_TILE_LANES when rows are transposed into (C, lanes) tiles. The tiles (for logits
+ * and probabilities, FL_CE_ROW_MIN_CLASSES x FL_CE_TILE_LANES) and the per-lane statistics take
+ * about 42 KiB of stack in double (threads may have as little as 128 KiB). */
 #define FL_CE_LANES 128
+#define FL_CE_TILE_LANES 128
 /* From this many classes on, a row is processed as one vector (vectorized across classes);
  * below it, rows are transposed into a (C, lanes) tile and vectorized across rows. */
-#define FL_CE_ROW_MIN_CLASSES 32
+#define FL_CE_ROW_MIN_CLASSES 16
 
 /* What the statistics include, by target kind: a constant in each instantiated loop. */
 enum { FL_CE_PLAIN,           /* index targets, no smoothing: m and se */

@@ -9,12 +9,12 @@
 
 /* ---- The formulas ---- */
 
-/* Index target t with weight w_t, label smoothing eps over C classes (torch's definition):
- *     (1 - eps) * w_t * (-log p_t) + eps/C * sum_c w_c * (-log p_c),
- * where sum_c w_c * (-log p_c) = dist + w_sum * log(se), dist = sum_c w_c * (m - z_c). */
-FL_INLINE FL_T FL_S(fl_ce_index)(FL_T m, FL_T log_se, FL_T z_t, FL_T w_t, FL_T dist, FL_T w_sum,
-                                 FL_T eps, FL_T eps_over_c) {
-    FL_T nll = (m - z_t) + log_se;
+/* Index target t with weight w_t and label smoothing eps over C classes (torch's definition):
+ *     (1 - eps) * w_t * nll + eps/C * sum_c w_c * (-log p_c),
+ * with nll = -log p_t = (m - z_t) + log(se) and sum_c w_c * (-log p_c) = dist + w_sum * log(se),
+ * dist = sum_c w_c * (m - z_c). Without smoothing it is w_t * nll. */
+FL_INLINE FL_T FL_S(fl_ce_smoothed)(FL_T nll, FL_T w_t, FL_T log_se, FL_T dist, FL_T w_sum,
+                                    FL_T eps, FL_T eps_over_c) {
     return FL_S(fl_coef)((1 - eps) * w_t, nll) + FL_S(fl_coef)(eps_over_c, dist + w_sum * log_se);
 }
 
@@ -128,16 +128,19 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     for (ptrdiff_t c = 0; c < C; c++) w_sum += w[c];
     const int transpose = S == 1 && C < FL_CE_ROW_MIN_CLASSES;
 
-    FL_T ztile[FL_CE_ROW_MIN_CLASSES * FL_CE_LANES], ytile[FL_CE_ROW_MIN_CLASSES * FL_CE_LANES];
+    FL_T ztile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
+    FL_T ytile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
     FL_T m[FL_CE_LANES], se[FL_CE_LANES], dist[FL_CE_LANES], a_sum[FL_CE_LANES];
     long long idx[FL_CE_LANES];
+    const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
 
     for (ptrdiff_t p = start, lanes; p < start + len; p += lanes) {
         ptrdiff_t n = p / S, s = p % S;
         lanes = start + len - p;
-        if (lanes > FL_CE_LANES) lanes = FL_CE_LANES;
+        if (lanes > (transpose ? FL_CE_TILE_LANES : FL_CE_LANES))
+            lanes = transpose ? FL_CE_TILE_LANES : FL_CE_LANES;
         if (S > 1 && lanes > S - s) lanes = S - s; /* spatial lanes stay within one n */
         const FL_T *z = (const FL_T *)a->input + n * C * S + s;
         const FL_T *y = probabilities ? (const FL_T *)a->target + n * C * S + s : NULL;
@@ -176,25 +179,30 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
 
         FL_T *out = a->out ? (FL_T *)a->out + p : NULL;
         if (probabilities) {
+            FL_T sum = 0;
+#pragma omp simd reduction(+ : sum)
             for (ptrdiff_t l = 0; l < lanes; l++) {
                 FL_T loss = FL_S(fl_ce_probabilities)(se[l], dist[l], a_sum[l]);
                 if (out) out[l] = loss;
-                loss_sum += loss;
+                sum += loss;
             }
+            loss_sum += sum;
             continue;
         }
         FL_S(fl_read_indices)(a, p, lanes, idx);
         for (ptrdiff_t l = 0; l < lanes; l++) {
             long long t = idx[l];
             FL_T loss = 0;
-            if (t != a->ignore_index) {
+            if (t != ignore) {
                 if (t < 0 || t >= C) {
                     if (bad < 0) bad = p + l;
                 } else {
-                    FL_T w_t = w[t];
-                    loss = FL_S(fl_ce_index)(m[l], se[l], z[t * cs + l * ls], w_t, dist[l], w_sum,
-                                             eps, eps_over_c);
-                    weight_sum += w_t;
+                    FL_T nll = (m[l] - z[t * cs + l * ls]) + se[l];
+                    loss = kind == FL_CE_PLAIN
+                               ? FL_S(fl_coef)(w[t], nll)
+                               : FL_S(fl_ce_smoothed)(nll, w[t], se[l], dist[l], w_sum, eps,
+                                                      eps_over_c);
+                    weight_sum += w[t];
                 }
             }
             if (out) out[l] = loss;

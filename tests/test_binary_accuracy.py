@@ -109,6 +109,10 @@ def test_infinite_and_nan_logits(simd_path, dtype):
                                                     reduction="none")
     np.testing.assert_array_equal(got, [0, inf, 0, 0])
     assert np.isnan(fastloss.binary_cross_entropy_with_logits(x, y))
+    # nan stays nan, whatever multiplies it
+    got = fastloss.binary_cross_entropy_with_logits(x[5:], y[5:], weight=np.zeros(2, dtype),
+                                                    pos_weight=dtype(0), reduction="none")
+    assert np.isnan(got).all()
 
 
 def test_mean_of_1e8_float32_within_1e7_of_float64():

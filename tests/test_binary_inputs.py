@@ -51,6 +51,9 @@ def test_float16_is_computed_in_float32(rng, name):
     out = np.empty_like(x)
     assert fn(x, y, reduction="none", out=out) is out
     np.testing.assert_array_equal(out, got)
+    big_endian = fn(x.astype(">f2"), y.astype(">f4"), reduction="none")
+    assert big_endian.dtype == np.float16 and big_endian.dtype.isnative
+    np.testing.assert_array_equal(big_endian, got)
 
 
 def _layouts(a):
@@ -69,13 +72,14 @@ def test_layouts_give_the_same_values(simd_path, rng, name, dtype):
     fn, _ = LOSSES[name]
     x, y = inputs_for(name, (70, 130), dtype, rng)
     want = fn(x, y, reduction="none")
-    for xl_name, xl in _layouts(x):
-        for yl_name, yl in _layouts(y):
-            if xl.shape != x.shape or yl.shape != y.shape:
-                xl, yl = xl.reshape(-1), yl.reshape(-1)
-            got = fn(xl, yl, reduction="none")
-            np.testing.assert_array_equal(got.reshape(x.shape), want, err_msg=xl_name + yl_name)
-            assert fn(xl, yl, reduction="sum") == pytest.approx(float(want.sum()), rel=1e-6)
+    for x_name, x_layout in _layouts(x):
+        for y_name, y_layout in _layouts(y):
+            if x_layout.ndim != y_layout.ndim:  # a 1-D layout pairs with a flat counterpart
+                x_layout, y_layout = x_layout.reshape(-1), y_layout.reshape(-1)
+            got = fn(x_layout, y_layout, reduction="none")
+            np.testing.assert_array_equal(got.reshape(x.shape), want, err_msg=x_name + y_name)
+            assert fn(x_layout, y_layout, reduction="sum") == pytest.approx(float(want.sum()),
+                                                                           rel=1e-6)
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -160,6 +164,14 @@ def test_bad_out(out, message):
         bcel(x, x, reduction="none", out=out)
 
 
+def test_out_tensors_that_cannot_be_written_in_place():
+    x = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="requires grad"):
+        bcel(x, x, reduction="none", out=torch.zeros(10, 3, requires_grad=True))
+    with pytest.raises(ValueError, match="lazily negated"):
+        bcel(x, x, reduction="none", out=torch._neg_view(torch.zeros(10, 3)))
+
+
 def test_out_read_only_overlapping_or_with_a_reduction():
     x = np.zeros((10, 3), np.float32)
     y = np.zeros((10, 3), np.float32)
@@ -214,6 +226,14 @@ def test_targets_outside_unit_interval(simd_path, name, bad):
         fn(np.full(10000, 0.5), y)
     with pytest.raises(ValueError, match="target"):  # also where a zero weight hides the loss
         fn(np.full(10000, 0.5), y, np.zeros(10000), reduction="none")
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_target_range_is_checked_before_rounding_to_the_input_dtype(name):
+    fn, _ = LOSSES[name]
+    for bad in (1 + 1e-12, -1e-50):
+        with pytest.raises(ValueError, match="all elements of target should be between 0 and 1"):
+            fn(np.full(3, 0.5, np.float32), np.array([0.5, bad, 0.5]))
 
 
 @pytest.mark.parametrize("bad_input", [np.arange(4), np.zeros(4, np.complex64),

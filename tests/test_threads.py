@@ -108,6 +108,55 @@ def test_forked_child_does_not_hang():
     assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
 
 
+def test_forked_child_keeps_threads_if_the_parent_never_used_them():
+    code = ("import os, fastloss\n"
+            "from fastloss import _kernels\n"
+            "parent = _kernels.max_threads()\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os._exit(0 if _kernels.max_threads() == parent else 1)\n"
+            "print(os.waitpid(pid, 0)[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "0"
+
+
+SMALL_STACK_CALLS = """
+import threading, numpy as np, fastloss
+def calls(x, threads):
+    t = dict(n_threads=threads)
+    return [
+        lambda: fastloss.binary_cross_entropy_with_logits(
+            x[::-1], (x > 0).astype(np.int64), np.ones((1000, 1)).repeat(200, 1).ravel(),
+            pos_weight=2.0, reduction="none", **t),
+        lambda: fastloss.binary_cross_entropy(np.abs(x[::-2]) / 3, (x[::2] > 0), 2.0, **t),
+        lambda: fastloss.cross_entropy(x.reshape(-1, 10), np.abs(x).reshape(-1, 10),
+                                       np.ones(10), label_smoothing=0.1, reduction="none", **t),
+        lambda: fastloss.cross_entropy(x.reshape(-1, 20, 10), np.zeros((1000, 10), np.uint8),
+                                       label_smoothing=0.1, **t),
+    ]
+threading.stack_size(128 * 1024)  # musl's default for new threads
+for dtype in (np.float64, np.float32):
+    x = np.linspace(-3, 3, 200_000).astype(dtype)
+    for call in calls(x, 2):  # OpenMP workers, with OMP_STACKSIZE
+        call()
+    for call in calls(x, 1):  # the calling thread
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+print("ok")
+"""
+
+
+def test_kernels_fit_in_small_thread_stacks():
+    """Threads may have 128 KiB of stack (musl, OMP_STACKSIZE): the kernels must not overflow."""
+    env = dict(os.environ, OMP_STACKSIZE="128K")
+    out = subprocess.run([sys.executable, "-c", SMALL_STACK_CALLS], env=env,
+                         capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
 def test_simd_path_from_the_environment():
     code = "import fastloss; print(fastloss.simd_path())"
     for requested in _kernels.supported_simd_paths():
