@@ -34,11 +34,13 @@ def _import_kernels():
 
 _kernels = _import_kernels()
 
-from .losses import binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy
+from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
+                     sigmoid_focal_loss, softmax_focal_loss)
 
 __version__ = "0.1.0"
 __all__ = [
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "simd_path",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+    "sigmoid_focal_loss", "softmax_focal_loss", "simd_path",
 ]
 
 

@@ -25,6 +25,7 @@ cdef extern from "fl_binary.h" nogil:
         int target_type
         fl_operand weight, pos_weight
         void *out
+        double alpha, gamma
 
 
 cdef extern from "fl_softmax.h" nogil:
@@ -38,6 +39,8 @@ cdef extern from "fl_softmax.h" nogil:
         long long ignore_index
         double label_smoothing
         void *out
+        int focal
+        double gamma
 
 
 cdef extern from "fl_dispatch.h" nogil:
@@ -45,6 +48,7 @@ cdef extern from "fl_dispatch.h" nogil:
         const char *name
         fl_block_fn bce[2]
         fl_block_fn bce_logits[2]
+        fl_block_fn sigmoid_focal[2]
         fl_block_fn cross_entropy[2]
     const fl_kernel_table *fl_kernels_for(const char *name)
     int fl_openmp_enabled()

@@ -119,13 +119,14 @@ cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_s
 def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type,
                 object weight, Py_ssize_t weight_period, Py_ssize_t weight_repeat,
                 object pos_weight, Py_ssize_t pos_weight_period, Py_ssize_t pos_weight_repeat,
-                object out, int n_threads):
+                object out, int n_threads, double alpha=-1.0, double gamma=0.0):
     """Run an elementwise loss over 1-D operands; return (sum in float64, OR of the FL_BAD_*
     flags).
 
     input: 1-D float32/float64 (any element stride); target: 1-D of input's dtype, uint8 or int64
     (target_type says which); weight, pos_weight: None or prepared operands (fl_operand in
-    fl_binary.h); out: None or a C-contiguous array of input's size and dtype.
+    fl_binary.h); out: None or a C-contiguous array of input's size and dtype; alpha, gamma: the
+    sigmoid focal loss's.
     """
     cdef int is_double = input.dtype == np.float64
     cdef fl_block_fn fn
@@ -133,6 +134,8 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
         fn = _table.bce[is_double]
     elif loss == "binary_cross_entropy_with_logits":
         fn = _table.bce_logits[is_double]
+    elif loss == "sigmoid_focal_loss":
+        fn = _table.sigmoid_focal[is_double]
     else:
         raise ValueError(f"unknown binary loss {loss!r}")
 
@@ -149,6 +152,8 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
     args.pos_weight.period = pos_weight_period
     args.pos_weight.repeat = pos_weight_repeat
     args.out = <void *>_data(out)
+    args.alpha = alpha
+    args.gamma = gamma
     total, _, flags, _ = _run_blocks(fn, &args, input.shape[0], FL_BLOCK, n_threads)
     return total, flags
 
@@ -158,15 +163,16 @@ def softmax_block_positions(Py_ssize_t n_classes):
     return max(FL_CE_LANES, (FL_BLOCK // max(n_classes, 1)) // FL_CE_LANES * FL_CE_LANES)
 
 
-def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type, object weight,
-                       long long ignore_index, double label_smoothing, object out,
-                       int n_threads):
-    """Softmax cross-entropy over a C-contiguous (N, C, S) input; return (sum of the losses,
-    sum of the weights that divide "mean", first position with an out-of-range index or -1).
+def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
+                       cnp.ndarray weight, long long ignore_index, double label_smoothing,
+                       object out, int n_threads, bint focal=False, double gamma=0.0):
+    """Softmax cross-entropy (or, with focal, the softmax focal loss with exponent gamma) over a
+    C-contiguous (N, C, S) input; return (sum of the losses, sum of the weights that divide
+    "mean", first position with an out-of-range index or -1).
 
     target: contiguous (N, S) class indices of the FL_INDEX_* type target_type, or (N, C, S)
-    probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: None or (C,) of input's
-    dtype; out: None or a contiguous (N, S) array of input's dtype.
+    probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: (C,) of input's dtype;
+    out: None or a contiguous (N, S) array of input's dtype.
     """
     cdef fl_softmax_args args
     args.input = cnp.PyArray_DATA(input)
@@ -178,6 +184,8 @@ def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type, o
     args.ignore_index = ignore_index
     args.label_smoothing = label_smoothing
     args.out = <void *>_data(out)
+    args.focal = focal
+    args.gamma = gamma
     cdef fl_block_fn fn = _table.cross_entropy[input.dtype == np.float64]
     loss, weight_sum, _, bad = _run_blocks(fn, &args, input.shape[0] * input.shape[2],
                                            softmax_block_positions(args.n_classes), n_threads)

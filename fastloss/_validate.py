@@ -254,11 +254,10 @@ def class_weight(obj, n_classes, dtype):
 
 
 def label_smoothing(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"label_smoothing must be a float; got {type(value).__name__}")
-    if not 0.0 <= value <= 1.0:
+    eps = _real(value, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0; got {value}")
-    return float(value)
+    return eps
 
 
 def ignore_index(value):
@@ -267,3 +266,26 @@ def ignore_index(value):
     if not -2**63 <= value < 2**63:
         raise ValueError(f"ignore_index must fit in 64 bits; got {value}")
     return int(value)
+
+
+# ---- focal losses ----
+
+def _real(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float; got {type(value).__name__}")
+    return float(value)
+
+
+def focal_gamma(value):
+    gamma = _real(value, "gamma")
+    if not 0.0 <= gamma < float("inf"):
+        raise ValueError(f"gamma must be a finite number >= 0; got {value}")
+    return gamma
+
+
+def focal_alpha(value):
+    alpha = _real(value, "alpha")
+    if not alpha <= 1.0:
+        raise ValueError(f"alpha must be at most 1 (a negative alpha disables the alpha term); "
+                         f"got {value}")
+    return alpha

@@ -35,7 +35,7 @@ def _result(reduction, total, count, values, out_arr, out, result_dtype):
     return out
 
 
-def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
+def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, **params):
     _validate.check_reduction(reduction)
     x, result_dtype = _validate.float_input(input)
     y, target_type = _validate.binary_target(target, x)
@@ -50,7 +50,7 @@ def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out):
     if x.size:
         total, flags = _kernels.binary_loss(
             loss, _validate.flat(x), _validate.flat(y), target_type, *w, *pw,
-            None if values is None else values.reshape(-1), threads)
+            None if values is None else values.reshape(-1), threads, **params)
         for bit, message in _ERRORS.items():
             if flags & bit:
                 raise ValueError(message)
@@ -215,11 +215,22 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         label_smoothing outside [0, 1], ignore_index >= 0 with probability targets, an unknown
         reduction, n_threads outside [1, 1024], a wrong out.
     """
+    return _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_threads,
+                    out)
+
+
+def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_threads, out,
+             focal_gamma=None):
+    """cross_entropy, or the softmax focal loss when focal_gamma is given (gamma = 0 is
+    cross-entropy, and computed as such)."""
     _validate.check_reduction(reduction)
     x, result_dtype, input_shape, loss_shape = _validate.class_input(input)
     ignore = _validate.ignore_index(ignore_index)
     eps = _validate.label_smoothing(label_smoothing)
     t, target_type = _validate.class_target(target, input_shape, loss_shape, x.dtype, ignore)
+    if focal_gamma is not None and target_type == _validate.TARGET_PROBABILITIES:
+        raise ValueError("softmax_focal_loss takes class-index targets (an integer dtype); got "
+                         "class probabilities")
     n, n_classes, n_spatial = x.shape
     w = _validate.class_weight(weight, n_classes, x.dtype)
     out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
@@ -230,9 +241,84 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     if n * n_spatial:
         total, denominator, bad = _kernels.cross_entropy_loss(
             x, t, target_type, w, ignore, eps, None if values is None else values.reshape(-1),
-            threads)
+            threads, bool(focal_gamma), focal_gamma or 0.0)
         if bad >= 0:
             raise IndexError(f"Target {t[bad]} is out of bounds.")
     if target_type == _validate.TARGET_PROBABILITIES:
         denominator = n * n_spatial
     return _result(reduction, total, denominator, values, out_arr, out, result_dtype)
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *, weight=None,
+                       n_threads=None, out=None):
+    r"""Sigmoid focal loss between logits and binary targets (torchvision's formula), fused.
+
+    Per element, with p = sigmoid(x) and p_t = p*y + (1-p)*(1-y)::
+
+        loss = w * alpha_t * bce_with_logits(x, y) * (1 - p_t)**gamma
+        alpha_t = alpha*y + (1 - alpha)*(1 - y)      (1 when alpha < 0)
+
+    computed from the logits in log space: 1 - p_t = y*sigmoid(-x) + (1-y)*sigmoid(x) from
+    t = exp(-|x|) with no cancellation, and for non-integer gamma log(1 - p_t) from
+    log-sigmoid, so the loss is finite and accurate for logits of any magnitude (infinite ones
+    give their limits, as in :func:`binary_cross_entropy_with_logits`) and gamma in (0, 1)
+    gives no nan at saturated logits. Integer gamma (0 to 4) multiplies instead of calling pow.
+
+    torch counterpart: ``torchvision.ops.sigmoid_focal_loss`` (same defaults: alpha=0.25,
+    gamma=2, reduction="none"; soft targets allowed). ``weight`` is an addition.
+
+    Parameters
+    ----------
+    input, target, reduction, n_threads, out
+        As in :func:`binary_cross_entropy_with_logits`; targets must be in [0, 1].
+    alpha : float <= 1
+        Weight of the positive class; negative disables the alpha term.
+    gamma : float >= 0
+        Focusing exponent.
+    weight : array_like, optional
+        Multiplies each element's loss; broadcasts to the input's shape.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As in :func:`binary_cross_entropy_with_logits`, and ValueError for gamma < 0 (or not
+        finite) and alpha > 1.
+    """
+    return _binary("sigmoid_focal_loss", input, target, weight, None, reduction, n_threads, out,
+                   alpha=_validate.focal_alpha(alpha), gamma=_validate.focal_gamma(gamma))
+
+
+def softmax_focal_loss(input, target, gamma=2.0, weight=None, ignore_index=-100,
+                       reduction="mean", *, n_threads=None, out=None):
+    r"""Softmax focal loss between logits and class indices, fused.
+
+    Per position, with p_t the softmax probability of the target class t and w the class
+    weights (1 without ``weight``)::
+
+        loss = -w_t * (1 - p_t)**gamma * log(p_t)
+
+    with -log p_t = logsumexp(z) - z_t, and 1 - p_t = sum over the other classes of
+    exp(z_c - logsumexp(z)), accumulated directly (never 1 minus a rounded probability).
+    Positions whose target is ``ignore_index`` have loss 0; "mean" divides the sum by the sum
+    of w_t over the positions not ignored, so gamma=0 gives exactly :func:`cross_entropy`.
+
+    torch counterpart: none in torch itself; with gamma=0 it is
+    ``torch.nn.functional.cross_entropy``.
+
+    Parameters
+    ----------
+    input, weight, ignore_index, reduction, n_threads, out
+        As in :func:`cross_entropy`.
+    target : array_like of integers
+        Class indices, shape (), (N,) or (N, d1, ..., dk).
+    gamma : float >= 0
+        Focusing exponent.
+
+    Raises
+    ------
+    IndexError, TypeError, ValueError
+        As in :func:`cross_entropy`; ValueError also for probability targets and for gamma < 0
+        (or not finite).
+    """
+    return _softmax(input, target, weight, ignore_index, reduction, 0.0, n_threads, out,
+                    focal_gamma=_validate.focal_gamma(gamma))

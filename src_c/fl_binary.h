@@ -34,6 +34,7 @@ typedef struct {
     int target_type;    /* FL_TARGET_* */
     fl_operand weight, pos_weight;
     void *out;          /* NULL, or C-contiguous, of the input's type */
+    double alpha, gamma; /* sigmoid focal loss only; alpha < 0: no alpha term */
 } fl_binary_args;
 
 #endif /* FL_BINARY_H */

@@ -18,7 +18,7 @@ FL_INLINE FL_T FL_S(fl_bce_logits)(FL_T x, FL_T y, FL_T pw) {
     FL_T abs_x = x < 0 ? -x : x;
     FL_T L = FL_S(fl_log1p_unit)(FL_S(fl_exp_nonpos)(-abs_x));
     FL_T c_pos = pw * y, c_neg = 1 - y;
-    return (c_pos + c_neg) * L + FL_S(fl_coef)(x > 0 ? c_neg : c_pos, abs_x);
+    return (c_pos + c_neg) * L + FL_S(fl_coef_abs)(x > 0 ? c_neg : c_pos, abs_x);
 }
 
 /* Binary cross-entropy on a probability p in [0, 1], exactly torch's:
@@ -30,6 +30,37 @@ FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
     log_p = log_p < -100 ? -100 : log_p;
     log_q = log_q < -100 ? -100 : log_q;
     return (y - 1) * log_q - y * log_p;
+}
+
+/* Sigmoid focal loss (torchvision's sigmoid_focal_loss) for a logit x and a target y in [0, 1]:
+ *     alpha_t * ce * q^gamma,  ce = BCE with logits,  q = 1 - p_t = y*sigmoid(-x) + (1-y)*sigmoid(x),
+ *     alpha_t = alpha*y + (1-alpha)*(1-y)  (alpha_pos = alpha, alpha_neg = 1 - alpha; both 1 when
+ *     the caller disables alpha).
+ * With t = exp(-|x|), sigmoid(|x|) = 1/(1+t) and sigmoid(-|x|) = t/(1+t), so
+ *     q = (c_big + c_small*t) / (1 + t),
+ * where c_big is the coefficient of the sigmoid of |x| (1-y for x > 0, y otherwise) and c_small
+ * the other one: a sum of non-negative terms, never 1 minus a rounded probability. Integer gamma
+ * (0 to 4) multiplies q by itself. Other gamma use log q = log(c_big + c_small*t) - log1p(t),
+ * which for c_big = 0 (a hard label on the correct side) is log(c_small) - |x| - log1p(t): exact
+ * in log space where q itself would underflow, so q^gamma = exp(gamma*log q) stays accurate and
+ * gamma in (0, 1) gives no nan at saturated logits. */
+FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha_neg, FL_T gamma,
+                                      const int int_gamma /* 0..4, or -1 */) {
+    FL_T abs_x = x < 0 ? -x : x;
+    FL_T t = FL_S(fl_exp_nonpos)(-abs_x);
+    FL_T L = FL_S(fl_log1p_unit)(t);
+    FL_T c_big = x > 0 ? 1 - y : y, c_small = x > 0 ? y : 1 - y;
+    FL_T ce = L + FL_S(fl_coef_abs)(c_big, abs_x); /* fl_bce_logits with pw = 1 */
+    FL_T factor;
+    if (int_gamma >= 0) {
+        FL_T q = (c_big + c_small * t) / (1 + t), q2 = q * q;
+        factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) * (int_gamma & 4 ? q2 * q2 : 1);
+    } else {
+        FL_T log_q = FL_S(fl_log)(c_big == 0 ? c_small : c_big + c_small * t) - L;
+        if (c_big == 0) log_q -= abs_x;
+        factor = FL_S(fl_exp_nonpos)(gamma * log_q);
+    }
+    return (alpha_pos * y + alpha_neg * (1 - y)) * FL_S(fl_coef)(factor, ce);
 }
 
 /* ---- Reading one block of each operand as a contiguous array of FL_T. ---- */
@@ -141,6 +172,28 @@ FL_INLINE FL_T FL_S(fl_bce_loop)(const FL_T *restrict p, const FL_T *restrict y,
     return sum;
 }
 
+FL_INLINE FL_T FL_S(fl_sigmoid_focal_loop)(const FL_T *restrict x, const FL_T *restrict y,
+                                           const FL_T *restrict w, FL_T *restrict out,
+                                           ptrdiff_t len, FL_T alpha_pos, FL_T alpha_neg,
+                                           FL_T gamma, int int_gamma, int *bad_target,
+                                           const int has_w, const int general_gamma,
+                                           const int has_out) {
+    FL_T sum = 0, y_lo = 0, y_sum = 0;
+#pragma omp simd reduction(+ : sum, y_sum) reduction(min : y_lo)
+    for (ptrdiff_t k = 0; k < len; k++) {
+        FL_T yk = y[k], y_dist = yk < 1 - yk ? yk : 1 - yk;
+        y_lo = y_dist < y_lo ? y_dist : y_lo;
+        y_sum += yk;
+        FL_T l = FL_S(fl_sigmoid_focal)(x[k], yk, alpha_pos, alpha_neg, gamma,
+                                        general_gamma ? -1 : int_gamma);
+        if (has_w) l = FL_S(fl_coef)(w[k], l);
+        if (has_out) out[k] = l;
+        sum += l;
+    }
+    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
+    return sum;
+}
+
 #undef FL_OUTSIDE_UNIT
 
 /* ---- Block entry points (fl_block_fn). ----
@@ -201,4 +254,37 @@ static void FL_S(fl_bce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     }
     result->loss = sum;
     result->flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
+}
+
+static void FL_S(fl_sigmoid_focal_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                                         fl_block_result *result) {
+    const fl_binary_args *a = (const fl_binary_args *)args;
+    const FL_T alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
+    const FL_T alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
+    const FL_T gamma = (FL_T)a->gamma;
+    const int int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
+    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK];
+    double sum = 0;
+    int bad_target = 0;
+    for (ptrdiff_t at = start, n; at < start + len; at += n) {
+        n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
+        const FL_T *x = FL_S(fl_read_input)(a, at, n, xbuf);
+        const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
+        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
+        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
+        int bad;
+#define FL_CALL(has_w, general, has_out)                                                  \
+    FL_S(fl_sigmoid_focal_loop)(x, y, w, out, n, alpha_pos, alpha_neg, gamma, int_gamma, &bad, \
+                                has_w, general, has_out)
+        if (out)
+            sum += w ? (int_gamma < 0 ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1))
+                     : (int_gamma < 0 ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
+        else
+            sum += w ? (int_gamma < 0 ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0))
+                     : (int_gamma < 0 ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
+#undef FL_CALL
+        bad_target |= bad;
+    }
+    result->loss = sum;
+    result->flags = bad_target ? FL_BAD_TARGET : 0;
 }

@@ -18,7 +18,8 @@ typedef struct {
     const char *name;
     fl_block_fn bce[2];            /* args: fl_binary_args */
     fl_block_fn bce_logits[2];     /* args: fl_binary_args */
-    fl_block_fn cross_entropy[2];  /* args: fl_softmax_args */
+    fl_block_fn sigmoid_focal[2];  /* args: fl_binary_args */
+    fl_block_fn cross_entropy[2];  /* args: fl_softmax_args (softmax focal loss too) */
 } fl_kernel_table;
 
 /* The table for a path name ("scalar", "avx2", "avx512"), or NULL when the name is unknown, not

@@ -23,5 +23,6 @@ const fl_kernel_table FL_TABLE = {
     FL_TABLE_NAME,
     {fl_bce_block_f32, fl_bce_block_f64},
     {fl_bce_logits_block_f32, fl_bce_logits_block_f64},
+    {fl_sigmoid_focal_block_f32, fl_sigmoid_focal_block_f64},
     {fl_ce_block_f32, fl_ce_block_f64},
 };

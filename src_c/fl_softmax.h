@@ -27,6 +27,8 @@ typedef struct {
     long long ignore_index;
     double label_smoothing;
     void *out;                  /* (N, S) of the input's type, or NULL */
+    int focal;                  /* softmax focal loss (index targets, no smoothing) */
+    double gamma;               /* its exponent */
 } fl_softmax_args;
 
 /* Positions handled per inner step: the lanes of the vectorized loops, at most FL_CE_LANES, and
@@ -42,6 +44,7 @@ typedef struct {
 /* What the statistics include, by target kind: a constant in each instantiated loop. */
 enum { FL_CE_PLAIN,           /* index targets, no smoothing: m and se */
        FL_CE_SMOOTHED,        /* index targets with label smoothing: also dist */
-       FL_CE_PROBABILITIES }; /* probability targets: also dist and a_sum */
+       FL_CE_PROBABILITIES,   /* probability targets: also dist and a_sum */
+       FL_CE_FOCAL };         /* focal loss: also dist = sum of exp(z_c - m) over c != target */
 
 #endif /* FL_SOFTMAX_H */

@@ -1,18 +1,28 @@
-/* fl_softmax_tmpl.h: softmax cross-entropy for one float type; included by fl_kernels.h with
- * FL_T and FL_S(name) defined, like fl_binary_tmpl.h.
+/* fl_softmax_tmpl.h: softmax cross-entropy and the softmax focal loss for one float type;
+ * included by fl_kernels.h with FL_T and FL_S(name) defined, like fl_binary_tmpl.h.
  *
- * Per position, with m = max_c z_c and se = sum_c exp(z_c - m) (in [1, C], so log(se) is exact
- * enough and nothing overflows), lse = m + log(se) and -log p_c = (m - z_c) + log(se): a sum of
- * two non-negative terms, for any logits. Nothing of size C is ever materialized: one pass finds
- * m, a second accumulates se and, when needed, sums of (m - z_c) with per-class coefficients.
+ * Per position, with m = max_c z_c and se = sum_c exp(z_c - m) (in [1, C], so nothing
+ * overflows), -log p_c = (m - z_c) + log(se): a sum of two non-negative terms, for any logits.
+ * Nothing of size C is ever materialized: one pass finds m, a second accumulates se and the
+ * sums the loss needs. The focal loss also accumulates other = sum_{c != t} exp(z_c - m), so that
+ * 1 - p_t = other/se and, for confident predictions, -log p_t = log1p(other/e_t) keep their
+ * relative accuracy where 1 - p_t and log(se) - (z_t - m) would be differences of near-equals
+ * (cross-entropy skips that: its absolute error there is already below 1e-6 in float32).
  */
 
 /* ---- The formulas ---- */
 
+/* -log p_t of target logit z_t, to full relative accuracy for the focal loss: with
+ * e_t = exp(z_t - m), log1p(other/e_t) while p_t >= 1/2 (other <= e_t, so the argument is in
+ * [0, 1]), else (m - z_t) + log(se). */
+FL_INLINE FL_T FL_S(fl_focal_nll)(FL_T m, FL_T z_t, FL_T log_se, FL_T other) {
+    FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
+    return other <= e_t ? FL_S(fl_log1p_unit)(other / e_t) : (m - z_t) + log_se;
+}
+
 /* Index target t with weight w_t and label smoothing eps over C classes (torch's definition):
  *     (1 - eps) * w_t * nll + eps/C * sum_c w_c * (-log p_c),
- * with nll = -log p_t = (m - z_t) + log(se) and sum_c w_c * (-log p_c) = dist + w_sum * log(se),
- * dist = sum_c w_c * (m - z_c). Without smoothing it is w_t * nll. */
+ * with sum_c w_c * (-log p_c) = dist + w_sum * log(se), dist = sum_c w_c * (m - z_c). */
 FL_INLINE FL_T FL_S(fl_ce_smoothed)(FL_T nll, FL_T w_t, FL_T log_se, FL_T dist, FL_T w_sum,
                                     FL_T eps, FL_T eps_over_c) {
     return FL_S(fl_coef)((1 - eps) * w_t, nll) + FL_S(fl_coef)(eps_over_c, dist + w_sum * log_se);
@@ -25,66 +35,83 @@ FL_INLINE FL_T FL_S(fl_ce_probabilities)(FL_T log_se, FL_T dist, FL_T a_sum) {
     return dist + a_sum * log_se;
 }
 
+/* Softmax focal loss w_t * (1 - p_t)^gamma * nll, with 1 - p_t = other/se. Integer gamma
+ * (0 to 4) multiplies; other gamma use exp(gamma * (log(other) - log(se))). */
+FL_INLINE FL_T FL_S(fl_softmax_focal)(FL_T nll, FL_T w_t, FL_T other, FL_T se, FL_T log_se,
+                                      FL_T gamma, int int_gamma) {
+    FL_T factor;
+    if (int_gamma >= 0) {
+        FL_T q = other / se, q2 = q * q;
+        factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) * (int_gamma & 4 ? q2 * q2 : 1);
+    } else {
+        factor = FL_S(fl_exp_nonpos)(gamma * (FL_S(fl_log)(other) - log_se));
+    }
+    return FL_S(fl_coef)(w_t, FL_S(fl_coef)(factor, nll));
+}
+
 /* ---- Statistics of positions ---- */
 
 /* Per-lane statistics of a (C, lanes) tile: element (c, l) at z[c*cs + l] (y likewise, for
- * probability targets). Vectorized across lanes; m, se, dist, a_sum receive one value per lane. */
+ * probability targets); t holds the lanes' target classes (-1 for none). Vectorized across
+ * lanes; m, se, other, dist and a_sum receive one value per lane. */
 FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restrict y,
-                                      ptrdiff_t cs, ptrdiff_t C, ptrdiff_t lanes,
-                                      const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
-                                      FL_T *restrict m, FL_T *restrict se,
-                                      FL_T *restrict dist, FL_T *restrict a_sum,
-                                      const int kind) {
+                                      const int *restrict t, ptrdiff_t cs, ptrdiff_t C,
+                                      ptrdiff_t lanes, const FL_T *restrict w, FL_T keep,
+                                      FL_T eps_over_c, FL_T *restrict m, FL_T *restrict se,
+                                      FL_T *restrict other, FL_T *restrict dist,
+                                      FL_T *restrict a_sum, const int kind) {
     for (ptrdiff_t l = 0; l < lanes; l++) m[l] = z[l];
     for (ptrdiff_t c = 1; c < C; c++) {
         const FL_T *zc = z + c * cs;
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; l++) m[l] = zc[l] > m[l] ? zc[l] : m[l];
     }
-    for (ptrdiff_t l = 0; l < lanes; l++) se[l] = dist[l] = a_sum[l] = 0;
+    for (ptrdiff_t l = 0; l < lanes; l++) se[l] = other[l] = dist[l] = a_sum[l] = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
         const FL_T *zc = z + c * cs;
         const FL_T *yc = kind == FL_CE_PROBABILITIES ? y + c * cs : NULL;
         const FL_T wc = w[c];
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; l++) {
-            FL_T d = zc[l] - m[l];
-            se[l] += FL_S(fl_exp_nonpos)(d);
+            FL_T d = zc[l] - m[l], e = FL_S(fl_exp_nonpos)(d);
+            se[l] += e;
+            if (kind == FL_CE_FOCAL) other[l] += t[l] == c ? 0 : e;
+            if (kind == FL_CE_SMOOTHED) dist[l] += FL_S(fl_coef)(wc, -d);
             if (kind == FL_CE_PROBABILITIES) {
                 FL_T a = wc * (yc[l] * keep + eps_over_c);
                 a_sum[l] += a;
                 dist[l] += FL_S(fl_coef)(a, -d);
-            } else if (kind == FL_CE_SMOOTHED) {
-                dist[l] += FL_S(fl_coef)(wc, -d);
             }
         }
     }
 }
 
-/* The same statistics for one row of C contiguous logits (y: its probabilities), vectorized
- * across classes: the layout of (N, C) input with many classes. */
-FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restrict y, ptrdiff_t C,
-                                     const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
-                                     FL_T *m_out, FL_T *se_out, FL_T *dist_out, FL_T *a_sum_out,
+/* The same statistics for one row of C contiguous logits (y: its probabilities; t: its target
+ * class), vectorized across classes: the layout of (N, C) input with many classes. */
+FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restrict y, int t,
+                                     ptrdiff_t C, const FL_T *restrict w, FL_T keep,
+                                     FL_T eps_over_c, FL_T *m_out, FL_T *se_out,
+                                     FL_T *other_out, FL_T *dist_out, FL_T *a_sum_out,
                                      const int kind) {
     FL_T m = z[0];
 #pragma omp simd reduction(max : m)
     for (ptrdiff_t c = 0; c < C; c++) m = z[c] > m ? z[c] : m;
-    FL_T se = 0, dist = 0, a_sum = 0;
-#pragma omp simd reduction(+ : se, dist, a_sum)
+    FL_T se = 0, other = 0, dist = 0, a_sum = 0;
+#pragma omp simd reduction(+ : se, other, dist, a_sum)
     for (ptrdiff_t c = 0; c < C; c++) {
-        FL_T d = z[c] - m;
-        se += FL_S(fl_exp_nonpos)(d);
+        FL_T d = z[c] - m, e = FL_S(fl_exp_nonpos)(d);
+        se += e;
+        if (kind == FL_CE_FOCAL) other += t == c ? 0 : e;
+        if (kind == FL_CE_SMOOTHED) dist += FL_S(fl_coef)(w[c], -d);
         if (kind == FL_CE_PROBABILITIES) {
             FL_T a = w[c] * (y[c] * keep + eps_over_c);
             a_sum += a;
             dist += FL_S(fl_coef)(a, -d);
-        } else if (kind == FL_CE_SMOOTHED) {
-            dist += FL_S(fl_coef)(w[c], -d);
         }
     }
     *m_out = m;
     *se_out = se;
+    *other_out = other;
     *dist_out = dist;
     *a_sum_out = a_sum;
 }
@@ -123,15 +150,22 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     const int probabilities = a->target_type == FL_TARGET_PROBABILITIES;
     const FL_T *w = (const FL_T *)a->weight;
     const FL_T eps = (FL_T)a->label_smoothing, eps_over_c = eps / (FL_T)C, keep = 1 - eps;
-    const int kind = probabilities ? FL_CE_PROBABILITIES : eps != 0 ? FL_CE_SMOOTHED : FL_CE_PLAIN;
+    const int kind = probabilities ? FL_CE_PROBABILITIES
+                     : a->focal    ? FL_CE_FOCAL
+                     : eps != 0    ? FL_CE_SMOOTHED
+                                   : FL_CE_PLAIN;
+    const FL_T gamma = (FL_T)a->gamma;
+    const int int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
     FL_T w_sum = 0;
     for (ptrdiff_t c = 0; c < C; c++) w_sum += w[c];
     const int transpose = S == 1 && C < FL_CE_ROW_MIN_CLASSES;
 
     FL_T ztile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
     FL_T ytile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
-    FL_T m[FL_CE_LANES], se[FL_CE_LANES], dist[FL_CE_LANES], a_sum[FL_CE_LANES];
+    FL_T m[FL_CE_LANES], se[FL_CE_LANES], other[FL_CE_LANES], dist[FL_CE_LANES];
+    FL_T a_sum[FL_CE_LANES], z_t[FL_CE_LANES], w_t[FL_CE_LANES], losses[FL_CE_LANES];
     long long idx[FL_CE_LANES];
+    int target[FL_CE_LANES]; /* each lane's class, or -1 when ignored or out of range */
     const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
@@ -147,16 +181,28 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         /* element (class c, lane l) of this step is z[c*cs + l*ls] */
         ptrdiff_t cs = S, ls = 1;
 
+        if (!probabilities) {
+            FL_S(fl_read_indices)(a, p, lanes, idx);
+            for (ptrdiff_t l = 0; l < lanes; l++) {
+                int in_range = idx[l] >= 0 && idx[l] < C;
+                if (!in_range && idx[l] != ignore && bad < 0) bad = p + l;
+                target[l] = in_range && idx[l] != ignore ? (int)idx[l] : -1;
+            }
+        }
+
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;
-#define FL_ROWS(kind)                                                                       \
-    for (ptrdiff_t l = 0; l < lanes; l++)                                                   \
-        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c, &m[l], \
-                              &se[l], &dist[l], &a_sum[l], kind)
-            if (kind == FL_CE_PLAIN) FL_ROWS(FL_CE_PLAIN);
-            else if (kind == FL_CE_SMOOTHED) FL_ROWS(FL_CE_SMOOTHED);
-            else FL_ROWS(FL_CE_PROBABILITIES);
+#define FL_ROWS(kind)                                                                     \
+    for (ptrdiff_t l = 0; l < lanes; l++)                                                 \
+        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, target[l], C, w, keep,     \
+                              eps_over_c, &m[l], &se[l], &other[l], &dist[l], &a_sum[l], kind)
+            switch (kind) {
+            case FL_CE_PLAIN: FL_ROWS(FL_CE_PLAIN); break;
+            case FL_CE_SMOOTHED: FL_ROWS(FL_CE_SMOOTHED); break;
+            case FL_CE_FOCAL: FL_ROWS(FL_CE_FOCAL); break;
+            default: FL_ROWS(FL_CE_PROBABILITIES);
+            }
 #undef FL_ROWS
         } else {
             if (transpose) {
@@ -168,48 +214,61 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                 }
                 cs = lanes;
             }
-#define FL_TILE(kind) \
-    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, dist, a_sum, kind)
-            if (kind == FL_CE_PLAIN) FL_TILE(FL_CE_PLAIN);
-            else if (kind == FL_CE_SMOOTHED) FL_TILE(FL_CE_SMOOTHED);
-            else FL_TILE(FL_CE_PROBABILITIES);
+#define FL_TILE(kind)                                                                  \
+    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, other, \
+                           dist, a_sum, kind)
+            switch (kind) {
+            case FL_CE_PLAIN: FL_TILE(FL_CE_PLAIN); break;
+            case FL_CE_SMOOTHED: FL_TILE(FL_CE_SMOOTHED); break;
+            case FL_CE_FOCAL: FL_TILE(FL_CE_FOCAL); break;
+            default: FL_TILE(FL_CE_PROBABILITIES);
+            }
 #undef FL_TILE
         }
-        for (ptrdiff_t l = 0; l < lanes; l++) se[l] = FL_S(fl_log)(se[l]); /* now log(se) */
 
-        FL_T *out = a->out ? (FL_T *)a->out + p : NULL;
+        FL_T sum = 0;
         if (probabilities) {
-            FL_T sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (ptrdiff_t l = 0; l < lanes; l++) {
-                FL_T loss = FL_S(fl_ce_probabilities)(se[l], dist[l], a_sum[l]);
-                if (out) out[l] = loss;
-                sum += loss;
+                losses[l] = FL_S(fl_ce_probabilities)(FL_S(fl_log)(se[l]), dist[l], a_sum[l]);
+                sum += losses[l];
             }
-            loss_sum += sum;
-            continue;
-        }
-        FL_S(fl_read_indices)(a, p, lanes, idx);
+        } else {
+        /* gather each lane's target logit and weight, then the losses, vectorized */
         for (ptrdiff_t l = 0; l < lanes; l++) {
-            long long t = idx[l];
-            FL_T loss = 0;
-            if (t != ignore) {
-                if (t < 0 || t >= C) {
-                    if (bad < 0) bad = p + l;
-                } else {
-                    FL_T nll = (m[l] - z[t * cs + l * ls]) + se[l];
-                    loss = kind == FL_CE_PLAIN
-                               ? FL_S(fl_coef)(w[t], nll)
-                               : FL_S(fl_ce_smoothed)(nll, w[t], se[l], dist[l], w_sum, eps,
-                                                      eps_over_c);
-                    weight_sum += w[t];
-                }
-            }
-            if (out) out[l] = loss;
-            loss_sum += loss;
+            int t = target[l];
+            z_t[l] = t >= 0 ? z[t * cs + l * ls] : 0;
+            w_t[l] = t >= 0 ? w[t] : 0;
+            weight_sum += w_t[l];
         }
+#define FL_LOSSES(kind)                                                                       \
+    _Pragma("omp simd reduction(+ : sum)") for (ptrdiff_t l = 0; l < lanes; l++) {           \
+        FL_T log_se = FL_S(fl_log)(se[l]);                                                    \
+        FL_T nll = kind == FL_CE_FOCAL ? FL_S(fl_focal_nll)(m[l], z_t[l], log_se, other[l])   \
+                                       : (m[l] - z_t[l]) + log_se;                            \
+        FL_T loss = kind == FL_CE_PLAIN ? FL_S(fl_coef)(w_t[l], nll)                          \
+                    : kind == FL_CE_FOCAL                                                     \
+                        ? FL_S(fl_softmax_focal)(nll, w_t[l], other[l], se[l], log_se, gamma, \
+                                                 int_gamma)                                   \
+                        : FL_S(fl_ce_smoothed)(nll, w_t[l], log_se, dist[l], w_sum, eps,      \
+                                               eps_over_c);                                   \
+        losses[l] = target[l] >= 0 ? loss : 0; /* ignored: 0, whatever the logits */         \
+        sum += losses[l];                                                                     \
+    }
+        if (kind == FL_CE_PLAIN) {
+            FL_LOSSES(FL_CE_PLAIN)
+        } else if (kind == FL_CE_FOCAL) {
+            FL_LOSSES(FL_CE_FOCAL)
+        } else {
+            FL_LOSSES(FL_CE_SMOOTHED)
+        }
+#undef FL_LOSSES
+        }
+        loss_sum += sum;
+        if (a->out) memcpy((FL_T *)a->out + p, losses, (size_t)lanes * sizeof(FL_T));
     }
     result->loss = loss_sum;
     result->weight = weight_sum;
     result->bad = bad;
 }
+

@@ -55,3 +55,38 @@ def cross_entropy(z, target, weight=None, ignore_index=-100, label_smoothing=0.0
         loss = -(log_p * q * w_b).sum(axis=1)
         denominator = loss.size
     return (loss[0] if one_row else loss), denominator
+
+
+def torchvision_sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss's formula, written with torch ops (float64 in tests).
+
+    Its binary cross-entropy is written y*softplus(-x) + (1-y)*softplus(x): torch's own
+    (1-y)*x - logsigmoid(x) form cancels to ~1e-12 relative in float64 already at |x| = 8."""
+    import torch
+    import torch.nn.functional as F
+    p = torch.sigmoid(x)
+    ce = y * F.softplus(-x) + (1 - y) * F.softplus(x)
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss
+
+
+def torch_softmax_focal_loss(z, t, gamma, weight=None, ignore_index=-100):
+    """-w_t * (1 - p_t)^gamma * log p_t with torch ops: (per-position losses, "mean" divisor)."""
+    import torch
+    z = torch.as_tensor(z)
+    t = torch.as_tensor(t)
+    one_row = z.dim() == 1
+    if one_row:
+        z, t = z[None], t[None]
+    n_classes = z.shape[1]
+    w = torch.ones(n_classes, dtype=z.dtype) if weight is None else torch.as_tensor(weight)
+    ignored = t == ignore_index
+    t_safe = torch.where(ignored, torch.zeros_like(t), t)
+    log_p = torch.log_softmax(z, 1).gather(1, t_safe.unsqueeze(1)).squeeze(1)
+    w_t = torch.where(ignored, torch.zeros((), dtype=z.dtype), w[t_safe])
+    loss = -w_t * (1 - log_p.exp()) ** gamma * log_p
+    loss = torch.where(ignored, torch.zeros((), dtype=z.dtype), loss)
+    return (loss[0] if one_row else loss).numpy(), float(w_t.sum())
