@@ -1,96 +1,50 @@
-"""pytest-benchmark timings: fastloss against torch and NumPy, per loss and size.
+"""pytest-benchmark timings of every loss in `fastloss bench` (fastloss.bench.CASES): fastloss
+against NumPy and torch (and scikit-learn where it applies), reduction="mean".
 
     (cd benchmarks && python -m pytest . --benchmark-only)
 
-The default size, 10^7 elements, fits in a large L3 cache; --size 100000000 gives DRAM-bound
+The default size, 10^7 elements, may fit in a large L3 cache; --size 100000000 gives DRAM-bound
 figures. Groups are named by loss, size and threads, so --benchmark-compare tracks each one
 across commits.
 """
+
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-import fastloss
-from fastloss.bench import NUMPY
+from fastloss import bench
 
-
-def _binary(loss, rng, n):
-    x = rng.standard_normal(n, dtype=np.float32) * 4 if loss.endswith("logits") \
-        else rng.random(n, dtype=np.float32)
-    y = (rng.random(n, dtype=np.float32) < 0.3).astype(np.float32)
-    return x.reshape(-1, 10), y.reshape(-1, 10)
-
-
-def _cross_entropy(shape, targets):
-    def make(rng, n):
-        rows = max(n // int(np.prod(shape)), 1)
-        x = rng.standard_normal((rows,) + shape, dtype=np.float32)
-        if targets == "index":
-            return x, rng.integers(0, shape[0], (rows,) + shape[1:])
-        y = rng.random(x.shape, dtype=np.float32)
-        return x, y / y.sum(axis=1, keepdims=True)
-    return make
-
-
-# name: (make data from rng and element count, fastloss call, torch call, NumPy call or None)
-CASES = {
-    "bce_with_logits pos_weight (N,10)": (
-        lambda rng, n: _binary("logits", rng, n),
-        lambda x, y, t: fastloss.binary_cross_entropy_with_logits(
-            x, y, pos_weight=np.full(10, 2, np.float32), n_threads=t),
-        lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=torch.full((10,), 2.0)),
-        NUMPY["binary_cross_entropy_with_logits"]["numpy stable"]),
-    "bce (N,10)": (
-        lambda rng, n: _binary("probabilities", rng, n),
-        lambda p, y, t: fastloss.binary_cross_entropy(p, y, n_threads=t),
-        F.binary_cross_entropy, NUMPY["binary_cross_entropy"]["numpy"]),
-    "cross_entropy index (N,10)": (
-        _cross_entropy((10,), "index"),
-        lambda z, t, n: fastloss.cross_entropy(z, t, n_threads=n), F.cross_entropy,
-        NUMPY["cross_entropy"]["numpy"]),
-    "cross_entropy index (N,1000)": (
-        _cross_entropy((1000,), "index"),
-        lambda z, t, n: fastloss.cross_entropy(z, t, n_threads=n), F.cross_entropy,
-        NUMPY["cross_entropy"]["numpy"]),
-    "cross_entropy index (N,21,256,256)": (
-        _cross_entropy((21, 256, 256), "index"),
-        lambda z, t, n: fastloss.cross_entropy(z, t, n_threads=n), F.cross_entropy, None),
-    "cross_entropy probabilities (N,10)": (
-        _cross_entropy((10,), "probabilities"),
-        lambda z, y, n: fastloss.cross_entropy(z, y, n_threads=n), F.cross_entropy, None),
-}
-
-# NumPy has no threads: it runs once, next to the single-threaded ones.
-RUNS = [(case, impl, threads) for case in CASES
-        for impl, threads in [("fastloss", 1), ("torch", 1), ("numpy", 1), ("fastloss", 2),
-                              ("torch", 2)]
-        if impl != "numpy" or CASES[case][3] is not None]
+LIBRARIES = bench._libraries(bench.IMPLEMENTATION_LIBRARIES)
+# NumPy and scikit-learn have no threads: they run once, next to the single-threaded ones.
+RUNS = [(case.name, impl, threads) for case in bench.CASES
+        for impl, (lib, _) in [("fastloss", ("fastloss", None)), *case.competitors.items()]
+        if lib in LIBRARIES or lib == "fastloss"
+        for threads in ((1, 2) if lib in ("fastloss", "torch") else (1,))]
 
 
 @pytest.fixture(scope="module")
 def data(request):
     n = request.config.getoption("--size")
-    rng = np.random.default_rng(0)
-    return {name: case[0](rng, n) for name, case in CASES.items()}
+    return {case.name: case.make(np.random.default_rng(0), n, np.dtype(np.float32))
+            for case in bench.CASES}
 
 
 @pytest.fixture
 def torch_threads():
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
+    torch = LIBRARIES.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield torch.set_num_threads if torch else (lambda n: None)
+    if torch:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case,impl,threads", RUNS)
 def test_mean(benchmark, data, torch_threads, case, impl, threads):
-    _, ours, theirs, numpy_fn = CASES[case]
-    a, b = data[case]
-    benchmark.group = f"{case} n={a.size:.0e} threads={threads}"
+    spec = next(c for c in bench.CASES if c.name == case)
+    d = data[case]
+    benchmark.group = f"{case} n={d['input'].size:.0e} threads={threads}"
     if impl == "fastloss":
-        benchmark(ours, a, b, threads)
-    elif impl == "torch":
-        torch_threads(threads)
-        benchmark(theirs, torch.from_numpy(a), torch.from_numpy(b))
+        benchmark(bench._fastloss_call(spec), None, d, "mean", n_threads=threads)
     else:
-        benchmark(numpy_fn, a, b)
+        lib, call = spec.competitors[impl]
+        torch_threads(threads)
+        benchmark(call, LIBRARIES[lib], d, "mean")

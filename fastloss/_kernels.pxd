@@ -50,6 +50,7 @@ cdef extern from "fl_dispatch.h" nogil:
         fl_block_fn bce_logits[2]
         fl_block_fn sigmoid_focal[2]
         fl_block_fn cross_entropy[2]
+        fl_block_fn read
     const fl_kernel_table *fl_kernels_for(const char *name)
     int fl_openmp_enabled()
     int fl_max_threads()

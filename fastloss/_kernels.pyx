@@ -190,3 +190,11 @@ def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
     loss, weight_sum, _, bad = _run_blocks(fn, &args, input.shape[0] * input.shape[2],
                                            softmax_block_positions(args.n_classes), n_threads)
     return loss, weight_sum, bad
+
+
+def read_words(cnp.ndarray data, int n_threads):
+    """Read every 8-byte word of a C-contiguous array, in blocks like the loss kernels: the
+    memory-bandwidth floor of any loss over the same bytes. Returns a checksum."""
+    cdef const void *words = cnp.PyArray_DATA(data)
+    loss, _, _, _ = _run_blocks(_table.read, &words, data.nbytes // 8, FL_BLOCK, n_threads)
+    return loss

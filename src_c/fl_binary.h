@@ -13,6 +13,9 @@
 /* Elements per inner step of a block: the size of the staging buffers. */
 #define FL_CHUNK 512
 
+/* The elementwise losses; a constant in each instantiated loop. */
+enum { FL_LOSS_BCE, FL_LOSS_BCE_LOGITS, FL_LOSS_SIGMOID_FOCAL };
+
 /* Element types a target is read as, in place. */
 enum { FL_TARGET_FLOAT = 0, /* the input's float type */
        FL_TARGET_U8 = 1,    /* uint8 and bool */

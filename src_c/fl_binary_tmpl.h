@@ -18,7 +18,7 @@ FL_INLINE FL_T FL_S(fl_bce_logits)(FL_T x, FL_T y, FL_T pw) {
     FL_T abs_x = x < 0 ? -x : x;
     FL_T L = FL_S(fl_log1p_unit)(FL_S(fl_exp_nonpos)(-abs_x));
     FL_T c_pos = pw * y, c_neg = 1 - y;
-    return (c_pos + c_neg) * L + FL_S(fl_coef_abs)(x > 0 ? c_neg : c_pos, abs_x);
+    return (c_pos + c_neg) * L + FL_S(fl_coef_inf)(x > 0 ? c_neg : c_pos, abs_x);
 }
 
 /* Binary cross-entropy on a probability p in [0, 1], exactly torch's:
@@ -50,7 +50,7 @@ FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha
     FL_T t = FL_S(fl_exp_nonpos)(-abs_x);
     FL_T L = FL_S(fl_log1p_unit)(t);
     FL_T c_big = x > 0 ? 1 - y : y, c_small = x > 0 ? y : 1 - y;
-    FL_T ce = L + FL_S(fl_coef_abs)(c_big, abs_x); /* fl_bce_logits with pw = 1 */
+    FL_T ce = L + FL_S(fl_coef_inf)(c_big, abs_x); /* fl_bce_logits with pw = 1 */
     FL_T factor;
     if (int_gamma >= 0) {
         FL_T q = (c_big + c_small * t) / (1 + t), q2 = q * q;
@@ -123,168 +123,106 @@ FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t star
 
 #undef FL_GATHER
 
-/* ---- The loops. has_* are constants after inlining: each combination is its own loop. ---- */
+/* ---- The loop and the block entry points. ---- */
 
 /* Range checks ride along in the loop at the cost of two or three vector operations:
  * min(v, 1 - v) is negative exactly when v is outside [0, 1] (or infinite), and a sum of the v
  * is nan exactly when one of them is (min ignores nan). */
 #define FL_OUTSIDE_UNIT(lo, total) (!((lo) >= 0) | ((total) != (total)))
 
-FL_INLINE FL_T FL_S(fl_bce_logits_loop)(const FL_T *restrict x, const FL_T *restrict y,
-                                        const FL_T *restrict w, const FL_T *restrict pw,
-                                        FL_T *restrict out, ptrdiff_t len, int *bad_target,
-                                        const int has_w, const int has_pw, const int has_out) {
-    FL_T sum = 0, y_lo = 0, y_sum = 0;
-#pragma omp simd reduction(+ : sum, y_sum) reduction(min : y_lo)
+typedef struct {
+    FL_T alpha_pos, alpha_neg, gamma; /* sigmoid focal loss */
+    int int_gamma;                    /* gamma if it is an integer 0..4, else -1 */
+} FL_S(fl_focal_params);
+
+/* One chunk of one loss; returns the float sum and sets FL_BAD_* flags. loss and has_* are
+ * constants after inlining, so each combination is its own vectorized loop. */
+FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict y,
+                                    const FL_T *restrict w, const FL_T *restrict pw,
+                                    FL_T *restrict out, ptrdiff_t len,
+                                    FL_S(fl_focal_params) f, int *flags, const int loss,
+                                    const int has_w, const int has_pw, const int general_gamma,
+                                    const int has_out) {
+    FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
+#pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
-        FL_T yk = y[k], y_dist = yk < 1 - yk ? yk : 1 - yk;
+        FL_T xk = x[k], yk = y[k], l;
+        FL_T y_dist = yk < 1 - yk ? yk : 1 - yk;
         y_lo = y_dist < y_lo ? y_dist : y_lo;
         y_sum += yk;
-        FL_T l = FL_S(fl_bce_logits)(x[k], yk, has_pw ? pw[k] : (FL_T)1);
+        if (loss == FL_LOSS_BCE) { /* xk is a probability: check it too */
+            FL_T x_dist = xk < 1 - xk ? xk : 1 - xk;
+            x_lo = x_dist < x_lo ? x_dist : x_lo;
+            x_sum += xk;
+            l = FL_S(fl_bce)(xk, yk);
+        } else if (loss == FL_LOSS_BCE_LOGITS) {
+            l = FL_S(fl_bce_logits)(xk, yk, has_pw ? pw[k] : (FL_T)1);
+        } else {
+            l = FL_S(fl_sigmoid_focal)(xk, yk, f.alpha_pos, f.alpha_neg, f.gamma,
+                                       general_gamma ? -1 : f.int_gamma);
+        }
         if (has_w) l = FL_S(fl_coef)(w[k], l);
         if (has_out) out[k] = l;
         sum += l;
     }
-    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
-    return sum;
-}
-
-FL_INLINE FL_T FL_S(fl_bce_loop)(const FL_T *restrict p, const FL_T *restrict y,
-                                 const FL_T *restrict w, FL_T *restrict out, ptrdiff_t len,
-                                 int *bad_input, int *bad_target, const int has_w,
-                                 const int has_out) {
-    FL_T sum = 0, p_lo = 0, p_sum = 0, y_lo = 0, y_sum = 0;
-#pragma omp simd reduction(+ : sum, p_sum, y_sum) reduction(min : p_lo, y_lo)
-    for (ptrdiff_t k = 0; k < len; k++) {
-        FL_T pk = p[k], yk = y[k];
-        FL_T p_dist = pk < 1 - pk ? pk : 1 - pk, y_dist = yk < 1 - yk ? yk : 1 - yk;
-        p_lo = p_dist < p_lo ? p_dist : p_lo;
-        y_lo = y_dist < y_lo ? y_dist : y_lo;
-        p_sum += pk;
-        y_sum += yk;
-        FL_T l = FL_S(fl_bce)(pk, yk);
-        if (has_w) l = w[k] * l;
-        if (has_out) out[k] = l;
-        sum += l;
-    }
-    *bad_input = FL_OUTSIDE_UNIT(p_lo, p_sum);
-    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
-    return sum;
-}
-
-FL_INLINE FL_T FL_S(fl_sigmoid_focal_loop)(const FL_T *restrict x, const FL_T *restrict y,
-                                           const FL_T *restrict w, FL_T *restrict out,
-                                           ptrdiff_t len, FL_T alpha_pos, FL_T alpha_neg,
-                                           FL_T gamma, int int_gamma, int *bad_target,
-                                           const int has_w, const int general_gamma,
-                                           const int has_out) {
-    FL_T sum = 0, y_lo = 0, y_sum = 0;
-#pragma omp simd reduction(+ : sum, y_sum) reduction(min : y_lo)
-    for (ptrdiff_t k = 0; k < len; k++) {
-        FL_T yk = y[k], y_dist = yk < 1 - yk ? yk : 1 - yk;
-        y_lo = y_dist < y_lo ? y_dist : y_lo;
-        y_sum += yk;
-        FL_T l = FL_S(fl_sigmoid_focal)(x[k], yk, alpha_pos, alpha_neg, gamma,
-                                        general_gamma ? -1 : int_gamma);
-        if (has_w) l = FL_S(fl_coef)(w[k], l);
-        if (has_out) out[k] = l;
-        sum += l;
-    }
-    *bad_target = FL_OUTSIDE_UNIT(y_lo, y_sum);
+    *flags = (FL_OUTSIDE_UNIT(x_lo, x_sum) ? FL_BAD_INPUT : 0) |
+             (FL_OUTSIDE_UNIT(y_lo, y_sum) ? FL_BAD_TARGET : 0);
     return sum;
 }
 
 #undef FL_OUTSIDE_UNIT
 
-/* ---- Block entry points (fl_block_fn). ----
- * A block is read in chunks of FL_CHUNK elements, so that the staging buffers take at most
+/* A block is read in chunks of FL_CHUNK elements, so that the staging buffers take at most
  * 4 * FL_CHUNK * sizeof(double) = 16 KiB of stack (threads may have as little as 128 KiB).
  * Chunk sums (float lanes) are added in double. */
-
-static void FL_S(fl_bce_logits_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
-                                      fl_block_result *result) {
+FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                                     fl_block_result *result, const int loss) {
     const fl_binary_args *a = (const fl_binary_args *)args;
+    FL_S(fl_focal_params) f;
+    f.alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
+    f.alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
+    f.gamma = (FL_T)a->gamma;
+    f.int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
     FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK], pwbuf[FL_CHUNK];
     double sum = 0;
-    int bad_target = 0;
+    int flags = 0;
     for (ptrdiff_t at = start, n; at < start + len; at += n) {
         n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
         const FL_T *x = FL_S(fl_read_input)(a, at, n, xbuf);
         const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
         const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
-        const FL_T *pw = FL_S(fl_read_operand)(&a->pos_weight, at, n, pwbuf);
+        const FL_T *pw = loss == FL_LOSS_BCE_LOGITS
+                             ? FL_S(fl_read_operand)(&a->pos_weight, at, n, pwbuf) : NULL;
         FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
-        int bad;
-#define FL_CALL(has_w, has_pw, has_out) \
-    FL_S(fl_bce_logits_loop)(x, y, w, pw, out, n, &bad, has_w, has_pw, has_out)
-        if (out)
-            sum += w ? (pw ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1))
-                     : (pw ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
-        else
-            sum += w ? (pw ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0))
-                     : (pw ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
+        int chunk_flags;
+#define FL_CALL(has_w, has_pw, general, has_out)                                           \
+    FL_S(fl_binary_loop)(x, y, w, pw, out, n, f, &chunk_flags, loss, has_w, has_pw, general, \
+                         has_out)
+#define FL_VARIANTS(has_pw, general)                                                  \
+    (out ? (w ? FL_CALL(1, has_pw, general, 1) : FL_CALL(0, has_pw, general, 1))      \
+         : (w ? FL_CALL(1, has_pw, general, 0) : FL_CALL(0, has_pw, general, 0)))
+        sum += pw                  ? FL_VARIANTS(1, 0)
+               : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
+                                                                  : FL_VARIANTS(0, 0);
+#undef FL_VARIANTS
 #undef FL_CALL
-        bad_target |= bad;
+        flags |= chunk_flags;
     }
     result->loss = sum;
-    result->flags = bad_target ? FL_BAD_TARGET : 0;
+    result->flags = flags;
 }
 
 static void FL_S(fl_bce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                fl_block_result *result) {
-    const fl_binary_args *a = (const fl_binary_args *)args;
-    FL_T pbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK];
-    double sum = 0;
-    int bad_input = 0, bad_target = 0;
-    for (ptrdiff_t at = start, n; at < start + len; at += n) {
-        n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
-        const FL_T *p = FL_S(fl_read_input)(a, at, n, pbuf);
-        const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
-        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
-        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
-        int bad_p, bad_y;
-#define FL_CALL(has_w, has_out) FL_S(fl_bce_loop)(p, y, w, out, n, &bad_p, &bad_y, has_w, has_out)
-        if (out)
-            sum += w ? FL_CALL(1, 1) : FL_CALL(0, 1);
-        else
-            sum += w ? FL_CALL(1, 0) : FL_CALL(0, 0);
-#undef FL_CALL
-        bad_input |= bad_p;
-        bad_target |= bad_y;
-    }
-    result->loss = sum;
-    result->flags = (bad_input ? FL_BAD_INPUT : 0) | (bad_target ? FL_BAD_TARGET : 0);
+    FL_S(fl_binary_block)(args, start, len, result, FL_LOSS_BCE);
+}
+
+static void FL_S(fl_bce_logits_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
+                                      fl_block_result *result) {
+    FL_S(fl_binary_block)(args, start, len, result, FL_LOSS_BCE_LOGITS);
 }
 
 static void FL_S(fl_sigmoid_focal_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                          fl_block_result *result) {
-    const fl_binary_args *a = (const fl_binary_args *)args;
-    const FL_T alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
-    const FL_T alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
-    const FL_T gamma = (FL_T)a->gamma;
-    const int int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
-    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK];
-    double sum = 0;
-    int bad_target = 0;
-    for (ptrdiff_t at = start, n; at < start + len; at += n) {
-        n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
-        const FL_T *x = FL_S(fl_read_input)(a, at, n, xbuf);
-        const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
-        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
-        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
-        int bad;
-#define FL_CALL(has_w, general, has_out)                                                  \
-    FL_S(fl_sigmoid_focal_loop)(x, y, w, out, n, alpha_pos, alpha_neg, gamma, int_gamma, &bad, \
-                                has_w, general, has_out)
-        if (out)
-            sum += w ? (int_gamma < 0 ? FL_CALL(1, 1, 1) : FL_CALL(1, 0, 1))
-                     : (int_gamma < 0 ? FL_CALL(0, 1, 1) : FL_CALL(0, 0, 1));
-        else
-            sum += w ? (int_gamma < 0 ? FL_CALL(1, 1, 0) : FL_CALL(1, 0, 0))
-                     : (int_gamma < 0 ? FL_CALL(0, 1, 0) : FL_CALL(0, 0, 0));
-#undef FL_CALL
-        bad_target |= bad;
-    }
-    result->loss = sum;
-    result->flags = bad_target ? FL_BAD_TARGET : 0;
+    FL_S(fl_binary_block)(args, start, len, result, FL_LOSS_SIGMOID_FOCAL);
 }

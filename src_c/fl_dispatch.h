@@ -20,6 +20,7 @@ typedef struct {
     fl_block_fn bce_logits[2];     /* args: fl_binary_args */
     fl_block_fn sigmoid_focal[2];  /* args: fl_binary_args */
     fl_block_fn cross_entropy[2];  /* args: fl_softmax_args (softmax focal loss too) */
+    fl_block_fn read;              /* args: the address of a buffer of 8-byte words */
 } fl_kernel_table;
 
 /* The table for a path name ("scalar", "avx2", "avx512"), or NULL when the name is unknown, not

@@ -33,10 +33,11 @@ FL_INLINE int32_t fl_as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); retu
 FL_INLINE float fl_coef_f32(float c, float v) { return c == 0.0f ? (0.0f < v ? 0.0f : v) : c * v; }
 FL_INLINE double fl_coef_f64(double c, double v) { return c == 0.0 ? (0.0 < v ? 0.0 : v) : c * v; }
 
-/* c * |x| for the term of a loss whose other term carries any nan of x (as log1p(exp(-|x|))
- * does): only 0 * inf needs a guard, and one select is cheaper than fl_coef. */
-FL_INLINE float fl_coef_abs_f32(float c, float abs_x) { return c == 0.0f ? 0.0f : c * abs_x; }
-FL_INLINE double fl_coef_abs_f64(double c, double abs_x) { return c == 0.0 ? 0.0 : c * abs_x; }
+/* c * v for a term whose nan, if any, reaches the loss through another term as well (x's nan
+ * through log1p(exp(-|x|)), a logit's through the softmax's sum of exponentials): only
+ * 0 * inf needs a guard, and one select is cheaper than fl_coef's two. */
+FL_INLINE float fl_coef_inf_f32(float c, float v) { return c == 0.0f ? 0.0f : c * v; }
+FL_INLINE double fl_coef_inf_f64(double c, double v) { return c == 0.0 ? 0.0 : c * v; }
 
 /* exp(a) for a <= 0 (and a = -inf).
  * a = n*ln2 + r with n = round(a/ln2), |r| <= ln2/2 (Cody-Waite: ln2 split into a part with few

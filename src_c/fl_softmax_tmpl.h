@@ -76,11 +76,11 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
             FL_T d = zc[l] - m[l], e = FL_S(fl_exp_nonpos)(d);
             se[l] += e;
             if (kind == FL_CE_FOCAL) other[l] += t[l] == c ? 0 : e;
-            if (kind == FL_CE_SMOOTHED) dist[l] += FL_S(fl_coef)(wc, -d);
+            if (kind == FL_CE_SMOOTHED) dist[l] += FL_S(fl_coef_inf)(wc, -d);
             if (kind == FL_CE_PROBABILITIES) {
                 FL_T a = wc * (yc[l] * keep + eps_over_c);
                 a_sum[l] += a;
-                dist[l] += FL_S(fl_coef)(a, -d);
+                dist[l] += FL_S(fl_coef_inf)(a, -d);
             }
         }
     }
@@ -102,11 +102,11 @@ FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restric
         FL_T d = z[c] - m, e = FL_S(fl_exp_nonpos)(d);
         se += e;
         if (kind == FL_CE_FOCAL) other += t == c ? 0 : e;
-        if (kind == FL_CE_SMOOTHED) dist += FL_S(fl_coef)(w[c], -d);
+        if (kind == FL_CE_SMOOTHED) dist += FL_S(fl_coef_inf)(w[c], -d);
         if (kind == FL_CE_PROBABILITIES) {
             FL_T a = w[c] * (y[c] * keep + eps_over_c);
             a_sum += a;
-            dist += FL_S(fl_coef)(a, -d);
+            dist += FL_S(fl_coef_inf)(a, -d);
         }
     }
     *m_out = m;
