@@ -346,7 +346,7 @@ def _libraries(against):
     return libs
 
 
-def run(losses=None, sizes=(10**5, 10**6), dtypes=("float32",), threads=(1, 2), repeat=5,
+def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), repeat=5,
         against=IMPLEMENTATION_LIBRARIES, progress=False, out=print):
     """Measure; return the JSON-ready report (see the module docstring for what it holds)."""
     cases = [c for c in CASES if losses is None or c.name in losses or c.loss in losses]
@@ -560,7 +560,11 @@ def main(argv=None):
     if any(dt not in ("float32", "float64") for dt in dtypes):
         parser.error("--dtype takes float32 and float64")
     threads = [int(t) for t in _split(args.threads)] or [1, 2]
-    repeat = args.repeat or (3 if args.quick else 5)
+    if min(threads) < 1 or min(sizes) < 1:
+        parser.error("--threads and --sizes take positive numbers")
+    repeat = (3 if args.quick else 5) if args.repeat is None else args.repeat
+    if repeat < 1:
+        parser.error("--repeat takes a positive number")
 
     print(_header())
     report = run(losses, sizes, dtypes, threads, repeat, against, progress=not args.quiet)

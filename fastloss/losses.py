@@ -22,12 +22,13 @@ def _values(reduction, out_arr, shape, dtype):
 
 
 def _result(reduction, total, count, values, out_arr, out, result_dtype):
-    """What the loss returns: the sum, the mean total/count (nan when count is 0), or the
-    per-position values, in the result's dtype and in out when given."""
+    """What the loss returns: the sum, the mean total/count, or the per-position values, in the
+    result's dtype and in out when given."""
     if reduction == "sum":
         return result_dtype.type(total)
-    if reduction == "mean":
-        return result_dtype.type(total / count if count else np.nan)
+    if reduction == "mean":  # IEEE division, as torch: 0/0 is nan, and x/0 is +-inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return result_dtype.type(np.float64(total) / count)
     if out_arr is None:
         return values.astype(result_dtype, copy=False)
     if values is not out_arr:

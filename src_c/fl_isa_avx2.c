@@ -2,6 +2,7 @@
  * GCC on x86-64 only: elsewhere this unit is empty and the scalar kernels are the only path. */
 #include "fl_dispatch.h"
 #if FL_X86_DISPATCH
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -2,6 +2,8 @@
  * sets its target and includes this file, which instantiates the templates for float and double
  * and exports one symbol: the table FL_TABLE of the kernels compiled for that target.
  */
+#include <limits.h>
+
 #include "fl_dispatch.h"
 #include "fl_math.h"
 

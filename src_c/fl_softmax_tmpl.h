@@ -131,7 +131,15 @@ FL_INLINE void FL_S(fl_read_indices)(const fl_softmax_args *a, ptrdiff_t p, ptrd
     case FL_INDEX_U8: FL_READ(unsigned char);
     case FL_INDEX_U16: FL_READ(unsigned short);
     case FL_INDEX_U32: FL_READ(unsigned int);
-    default: FL_READ(unsigned long long); /* above 2^63: negative, so out of range */
+    default: {
+        /* a value above 2^63 - 1 fits no long long: make it a negative class other than
+         * ignore_index, so that it is reported out of range (Python prints the real value) */
+        const long long too_big = a->ignore_index == -1 ? -2 : -1;
+        for (ptrdiff_t l = 0; l < lanes; l++) {
+            unsigned long long v = ((const unsigned long long *)a->target)[p + l];
+            idx[l] = v > (unsigned long long)LLONG_MAX ? too_big : (long long)v;
+        }
+    }
     }
 #undef FL_READ
 }

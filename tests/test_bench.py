@@ -63,11 +63,13 @@ def test_fastloss_agrees_and_is_compared_with_every_competitor(quick):
             assert r["fastloss_speedup"] == pytest.approx(r["median_s"] / ours["median_s"])
 
 
-def test_fastloss_mean_allocates_nothing_proportional_to_the_input(quick):
+def test_fastloss_mean_reports_no_allocation_proportional_to_the_input(quick):
+    """The report's memory figure; page-granular RSS noise of a few hundred KiB is allowed
+    (tests/test_*_inputs check the allocations themselves, with tracemalloc)."""
     _, report, _ = quick
     for row in report["results"]:
         if row["implementation"] == "fastloss" and row["n"] >= 30_000:
-            assert row["peak_extra_bytes"] < 64 * 1024 + row["input_bytes"] // 100, row
+            assert row["peak_extra_bytes"] < 512 * 1024 + row["input_bytes"] // 100, row
 
 
 def test_table_markdown_and_plot(quick):
@@ -103,6 +105,8 @@ def test_missing_competitor_is_reported_not_fatal(tmp_path):
     (["--loss", "hinge"], "unknown loss 'hinge'"),
     (["--dtype", "float16"], "--dtype takes float32 and float64"),
     (["--against", "jax"], "--against takes numpy, torch, sklearn"),
+    (["--threads", "0"], "--threads and --sizes take positive numbers"),
+    (["--repeat", "0"], "--repeat takes a positive number"),
 ])
 def test_bad_options(args, message):
     result = _bench(*args)

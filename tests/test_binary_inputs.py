@@ -357,3 +357,14 @@ def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
         assert peak < budget, f"{name}: {peak} bytes allocated"
     probs, labels = np.clip(x, 0, 1), np.zeros(n, bool)
     assert _peak_allocation(lambda: bce(probs, labels)) < budget
+    assert _peak_allocation(lambda: fastloss.sigmoid_focal_loss(
+        x, labels, gamma=1.5, reduction="mean")) < budget
+    # the softmax losses: (N, C) rows and (N, C, H, W), index and probability targets
+    rows, classes = x.reshape(-1, 10), np.zeros(n // 10, np.int32)
+    spatial, pixels = x.reshape(4, 10, 100, -1), np.ones((4, 100, n // 4000), np.uint8)
+    probabilities = np.abs(rows)
+    for call in (lambda: fastloss.cross_entropy(rows, classes, label_smoothing=0.1),
+                 lambda: fastloss.cross_entropy(rows, probabilities),
+                 lambda: fastloss.cross_entropy(spatial, pixels, np.ones(10)),
+                 lambda: fastloss.softmax_focal_loss(rows, classes, gamma=1.5)):
+        assert _peak_allocation(call) < budget

@@ -147,8 +147,18 @@ def test_out_of_range_index(simd_path, bad):
         ce(x, t)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(t, t_before)
-    with pytest.raises(IndexError, match=f"Target {2**64 - 1} is out of bounds."):
-        ce(x[:3], np.array([0, 2**64 - 1, 1], np.uint64))
+    for ignore_index in (-100, -1, -2):  # 2**64 - 1 must not pass for any negative class
+        with pytest.raises(IndexError, match=f"Target {2**64 - 1} is out of bounds."):
+            ce(x[:3], np.array([0, 2**64 - 1, 1], np.uint64), ignore_index=ignore_index)
+
+
+def test_mean_divides_like_torch_when_the_weights_sum_to_zero():
+    x = np.array([[0.5, 1, 2], [1, 0, 0], [2, 1, 0], [0, 0, 1]])
+    t = np.array([0, 1, 2, 1])
+    w = np.array([1.0, -1, 1])
+    want = F.cross_entropy(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(w))
+    assert np.isinf(want.item())
+    assert ce(x, t, w) == want.item()
 
 
 def test_ignored_and_empty():

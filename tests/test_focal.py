@@ -167,6 +167,20 @@ def test_softmax_focal_against_torch(simd_path, shape, dtype, gamma):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_focal_kernel_near_gamma_0_approaches_cross_entropy(simd_path, shape):
+    """The focal kernel itself (gamma = 0 takes the cross_entropy path, below)."""
+    rng = np.random.default_rng(26)
+    z = rng.standard_normal(shape).astype(np.float64)
+    n_classes = shape[0] if len(shape) == 1 else shape[1]
+    t = np.asarray(rng.integers(-1, n_classes, () if len(shape) == 1
+                                else (shape[0],) + shape[2:]))
+    w = rng.random(n_classes)
+    for reduction in ("none", "sum", "mean"):
+        np.testing.assert_allclose(smfl(z, t, 1e-9, w, -1, reduction),
+                                   fastloss.cross_entropy(z, t, w, -1, reduction), rtol=1e-8)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_softmax_focal_gamma_0_is_cross_entropy(simd_path, shape):
     rng = np.random.default_rng(24)
     z = rng.standard_normal(shape).astype(np.float32)

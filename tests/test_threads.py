@@ -134,6 +134,12 @@ def calls(x, threads):
                                        np.ones(10), label_smoothing=0.1, reduction="none", **t),
         lambda: fastloss.cross_entropy(x.reshape(-1, 20, 10), np.zeros((1000, 10), np.uint8),
                                        label_smoothing=0.1, **t),
+        lambda: fastloss.sigmoid_focal_loss(x[::-1], (x > 0), gamma=1.5, weight=2.0,
+                                            reduction="mean", **t),
+        lambda: fastloss.softmax_focal_loss(x.reshape(-1, 10), np.zeros(20_000, np.int8),
+                                            gamma=0.5, **t),
+        lambda: fastloss.softmax_focal_loss(x.reshape(-1, 100), np.zeros(2_000, np.int8),
+                                            gamma=2.0, reduction="none", **t),
     ]
 threading.stack_size(128 * 1024)  # musl's default for new threads
 for dtype in (np.float64, np.float32):
