@@ -1,4 +1,5 @@
 """The fastloss command line: `fastloss COMMAND ...` or `python -m fastloss COMMAND ...`."""
+import os
 import sys
 
 COMMANDS = {"bench": "speed comparison against NumPy and torch on generated data"}
@@ -11,9 +12,13 @@ def main(argv=None):
         for name, text in COMMANDS.items():
             print(f"  {name:8} {text}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if argv[0] == "bench":
-        from . import bench
-        bench.main(argv[1:])
+    try:
+        if argv[0] == "bench":
+            from . import bench
+            bench.main(argv[1:])
+    except BrokenPipeError:  # output piped into a command that stopped reading, such as head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
