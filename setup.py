@@ -12,8 +12,9 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # -fno-trapping-math lets GCC turn the selects of the clamped polynomials into blends (without it
-# the loops stay scalar); -ffp-contract=fast allows FMA. Never -ffast-math: it reassociates the
-# loss formulas and, from a shared library built by GCC <= 12, sets flush-to-zero process-wide.
+# the loops stay scalar); -ffp-contract=fast allows FMA. Never GCC's fast-math option: it
+# reassociates the loss formulas and, from a shared library built by GCC <= 12, sets
+# flush-to-zero process-wide.
 KERNEL_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-trapping-math"]
 OPENMP_FLAG = "-fopenmp"
 OPENMP_SIMD_FLAG = "-fopenmp-simd"

@@ -1,8 +1,8 @@
 /* fl_math.h: scalar primitives the loss formulas are built from, for float and double.
  *
  * Every function here is static inline and branch-free (selects only), so that GCC vectorizes the
- * loops that call them without -ffast-math (it needs -fno-trapping-math to turn the selects into
- * blends). float uses our own polynomials; double calls libm, which is accurate to ~1 ulp.
+ * loops that call them without fast-math options (it needs -fno-trapping-math to turn the selects
+ * into blends). float uses our own polynomials; double calls libm, which is accurate to ~1 ulp.
  *
  * The polynomial coefficients come from tools/fit_polynomials.py (Chebyshev interpolation, which
  * is within a small factor of minimax); the bounds quoted are the fit errors, before the float32

@@ -198,20 +198,25 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
             }
         }
 
-        if (S == 1 && !transpose) {
-            cs = 1;
-            ls = C;
+        /* the statistics, with kind a constant in each instantiated loop */
+#define FL_BY_KIND(CALL)                                       \
+    switch (kind) {                                            \
+    case FL_CE_PLAIN: CALL(FL_CE_PLAIN); break;                \
+    case FL_CE_SMOOTHED: CALL(FL_CE_SMOOTHED); break;          \
+    case FL_CE_FOCAL: CALL(FL_CE_FOCAL); break;                \
+    default: CALL(FL_CE_PROBABILITIES);                        \
+    }
 #define FL_ROWS(kind)                                                                     \
     for (ptrdiff_t l = 0; l < lanes; l++)                                                 \
         FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, target[l], C, w, keep,     \
                               eps_over_c, &m[l], &se[l], &other[l], &dist[l], &a_sum[l], kind)
-            switch (kind) {
-            case FL_CE_PLAIN: FL_ROWS(FL_CE_PLAIN); break;
-            case FL_CE_SMOOTHED: FL_ROWS(FL_CE_SMOOTHED); break;
-            case FL_CE_FOCAL: FL_ROWS(FL_CE_FOCAL); break;
-            default: FL_ROWS(FL_CE_PROBABILITIES);
-            }
-#undef FL_ROWS
+#define FL_TILE(kind)                                                                  \
+    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, other, \
+                           dist, a_sum, kind)
+        if (S == 1 && !transpose) {
+            cs = 1;
+            ls = C;
+            FL_BY_KIND(FL_ROWS)
         } else {
             if (transpose) {
                 FL_S(fl_transpose)(z, C, lanes, ztile);
@@ -222,17 +227,11 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                 }
                 cs = lanes;
             }
-#define FL_TILE(kind)                                                                  \
-    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, other, \
-                           dist, a_sum, kind)
-            switch (kind) {
-            case FL_CE_PLAIN: FL_TILE(FL_CE_PLAIN); break;
-            case FL_CE_SMOOTHED: FL_TILE(FL_CE_SMOOTHED); break;
-            case FL_CE_FOCAL: FL_TILE(FL_CE_FOCAL); break;
-            default: FL_TILE(FL_CE_PROBABILITIES);
-            }
-#undef FL_TILE
+            FL_BY_KIND(FL_TILE)
         }
+#undef FL_TILE
+#undef FL_ROWS
+#undef FL_BY_KIND
 
         FL_T sum = 0;
         if (probabilities) {
