@@ -56,6 +56,8 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = compile_flags
             ext.extra_link_args = link_flags
+            # recorded for fastloss.show_config(); a list of arguments, so no shell quoting
+            ext.define_macros.append(("FL_COMPILE_FLAGS", '"%s"' % " ".join(compile_flags)))
         super().build_extensions()
 
 

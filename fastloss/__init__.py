@@ -37,10 +37,11 @@ _kernels = _import_kernels()
 from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      sigmoid_focal_loss, softmax_focal_loss)
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .info import show_config
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "sigmoid_focal_loss", "softmax_focal_loss", "simd_path",
+    "sigmoid_focal_loss", "softmax_focal_loss", "simd_path", "show_config",
 ]
 
 

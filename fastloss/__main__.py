@@ -2,7 +2,8 @@
 import os
 import sys
 
-COMMANDS = {"bench": "speed comparison against NumPy and torch on generated data"}
+COMMANDS = {"bench": "speed comparison against NumPy and torch on generated data",
+            "info": "version, SIMD paths, OpenMP, compiler and flags: for bug reports"}
 
 
 def main(argv=None):
@@ -16,6 +17,9 @@ def main(argv=None):
         if argv[0] == "bench":
             from . import bench
             bench.main(argv[1:])
+        elif argv[0] == "info":
+            from .info import show_config
+            show_config()
     except BrokenPipeError:  # output piped into a command that stopped reading, such as head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

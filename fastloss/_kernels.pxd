@@ -54,3 +54,5 @@ cdef extern from "fl_dispatch.h" nogil:
     const fl_kernel_table *fl_kernels_for(const char *name)
     int fl_openmp_enabled()
     int fl_max_threads()
+    const char *fl_compiler()
+    const char *fl_compile_flags()

@@ -48,6 +48,12 @@ def openmp_enabled():
     return bool(fl_openmp_enabled())
 
 
+def build_info():
+    """How the kernels were built: compiler, flags and OpenMP version (yyyymm, 0 if none)."""
+    return {"compiler": fl_compiler().decode(), "flags": fl_compile_flags().decode(),
+            "openmp": fl_openmp_enabled()}
+
+
 def max_threads():
     """omp_get_max_threads(): OMP_NUM_THREADS and threadpoolctl limits; 1 in a forked child."""
     return 1 if _in_forked_child else fl_max_threads()

@@ -30,7 +30,7 @@ const fl_kernel_table *fl_kernels_for(const char *name) {
 
 int fl_openmp_enabled(void) {
 #ifdef _OPENMP
-    return 1;
+    return _OPENMP;
 #else
     return 0;
 #endif
@@ -41,5 +41,23 @@ int fl_max_threads(void) {
     return omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+const char *fl_compiler(void) {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "unknown";
+#endif
+}
+
+const char *fl_compile_flags(void) {
+#ifdef FL_COMPILE_FLAGS
+    return FL_COMPILE_FLAGS;
+#else
+    return "unknown";
 #endif
 }

@@ -27,8 +27,13 @@ typedef struct {
  * compiled in, or not supported by this CPU. "auto" gives the best supported path. */
 const fl_kernel_table *fl_kernels_for(const char *name);
 
-/* OpenMP: whether the extension was built with it, and omp_get_max_threads() (1 without it). */
+/* OpenMP: its version (the _OPENMP date, yyyymm) or 0 when built without it, and
+ * omp_get_max_threads() (1 without it). */
 int fl_openmp_enabled(void);
 int fl_max_threads(void);
+
+/* The compiler that built the kernels and the flags the build passed (FL_COMPILE_FLAGS). */
+const char *fl_compiler(void);
+const char *fl_compile_flags(void);
 
 #endif /* FL_DISPATCH_H */
