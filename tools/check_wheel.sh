@@ -22,8 +22,13 @@ echo "== repair (bundles libgomp; --exclude libgomp.so.1 would use the system's 
 auditwheel repair "$wheel" -w "$work/wheelhouse"
 repaired=$(ls "$work"/wheelhouse/fastloss-*manylinux*.whl)
 auditwheel show "$repaired"
-if unzip -p "$repaired" 'fastloss/*.so' | strings | grep -q -- '-ffast-math'; then
+unzip -q -o "$repaired" -d "$work/unpacked"
+if strings "$work"/unpacked/fastloss/*.so | grep -q -- '-ffast-math'; then
     echo "the wheel was built with -ffast-math" >&2
+    exit 1
+fi
+if readelf -d "$work"/unpacked/fastloss/*.so | grep NEEDED | grep -q libmvec; then
+    echo "the wheel depends on libmvec (glibc's vector math)" >&2
     exit 1
 fi
 
