@@ -30,9 +30,8 @@ def set_simd_path(str name):
     global _table
     cdef const fl_kernel_table *table = fl_kernels_for(name.encode())
     if table == NULL:
-        supported = [p for p in SIMD_PATHS if fl_kernels_for(p.encode()) != NULL]
         raise ValueError(f"SIMD path {name!r} is not available here; choose 'auto' or one of "
-                         f"{supported}")
+                         f"{list(supported_simd_paths())}")
     _table = table
 
 
@@ -42,10 +41,6 @@ def simd_path():
 
 def supported_simd_paths():
     return tuple(p for p in SIMD_PATHS if fl_kernels_for(p.encode()) != NULL)
-
-
-def openmp_enabled():
-    return bool(fl_openmp_enabled())
 
 
 def build_info():

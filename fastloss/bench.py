@@ -443,13 +443,13 @@ def _progress(total, enabled):
     return tqdm(total=total, file=sys.stderr, unit="step", leave=False)
 
 
-# (row key, title, width, format); text columns are left-aligned
-COLUMNS = [("loss", "loss", 34, ""), ("n", "n", 8, ".0e"), ("dtype", "dtype", 7, ""),
-           ("threads", "thr", 3, "d"), ("implementation", "implementation", 16, ""),
-           ("median_ms", "median ms", 9, ".3f"), ("ns_per_element", "ns/elem", 8, ".3f"),
-           ("input_gb_per_s", "GB/s", 6, ".1f"), ("percent_of_floor", "%floor", 6, ".0f"),
-           ("fastloss_speedup", "fastloss x", 10, ""), ("mean_rel_diff", "rel diff", 9, ".1e"),
-           ("peak_extra_mb", "extra MB", 8, ".1f")]
+# (row key, title, width and alignment, format)
+COLUMNS = [("loss", "loss", "<34", ""), ("n", "n", ">8", ".0e"), ("dtype", "dtype", "<7", ""),
+           ("threads", "thr", ">3", "d"), ("implementation", "implementation", "<16", ""),
+           ("median_ms", "median ms", ">9", ".3f"), ("ns_per_element", "ns/elem", ">8", ".3f"),
+           ("input_gb_per_s", "GB/s", ">6", ".1f"), ("percent_of_floor", "%floor", ">6", ".0f"),
+           ("fastloss_speedup", "fastloss x", ">10", ""),
+           ("mean_rel_diff", "rel diff", ">9", ".1e"), ("peak_extra_mb", "extra MB", ">8", ".1f")]
 
 
 def _cells(row):
@@ -458,13 +458,11 @@ def _cells(row):
                   ns_per_element=row["median_s"] / row["n"] * 1e9,
                   peak_extra_mb=row["peak_extra_bytes"] / 1e6,
                   fastloss_speedup="-" if speedup is None else f"{speedup:.1f}")
-    return [format(values[key], fmt).ljust(width) if not fmt and key != "fastloss_speedup"
-            else format(values[key], fmt).rjust(width) for key, _, width, fmt in COLUMNS]
+    return [format(format(values[key], fmt), width) for key, _, width, fmt in COLUMNS]
 
 
 def _header():
-    return " ".join(title.ljust(width) if not fmt and key != "fastloss_speedup"
-                    else title.rjust(width) for key, title, width, fmt in COLUMNS)
+    return " ".join(format(title, width) for _, title, width, _ in COLUMNS)
 
 
 def _table_line(row):
@@ -519,8 +517,9 @@ def plot(report, path):
     plt.close(fig)
 
 
-def _split(values, convert=str):
-    return [convert(v) for item in values for v in item.split(",") if v]
+def _split(values):
+    """Repeated options and comma lists, flattened."""
+    return [v for item in values for v in item.split(",") if v]
 
 
 def main(argv=None):

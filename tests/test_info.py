@@ -22,7 +22,7 @@ def test_show_config_names_everything_a_bug_report_needs():
 
 
 def test_our_openmp_runtime_is_visible_to_threadpoolctl():
-    if fastloss._kernels.openmp_enabled():
+    if fastloss._kernels.build_info()["openmp"]:
         assert any(i["user_api"] == "openmp" for i in threadpool_info())
 
 
