@@ -37,11 +37,15 @@ _kernels = _import_kernels()
 from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      sigmoid_focal_loss, softmax_focal_loss)
 
+from .streaming import StreamingLoss
+from .plot import plot_loss_histograms
+
 from ._version import __version__
 from .info import show_config
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "sigmoid_focal_loss", "softmax_focal_loss", "simd_path", "show_config",
+    "sigmoid_focal_loss", "softmax_focal_loss", "StreamingLoss", "plot_loss_histograms",
+    "simd_path", "show_config",
 ]
 
 

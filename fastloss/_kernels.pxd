@@ -9,14 +9,29 @@ cdef extern from "fl_block.h" nogil:
         double weight
         ptrdiff_t bad
         int flags
+        ptrdiff_t count, nan_count
+        double min, max
+        long long *hist
     ctypedef void (*fl_block_fn)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                  fl_block_result *result)
-
-
-cdef extern from "fl_binary.h" nogil:
     ctypedef struct fl_operand:
         const void *data
         ptrdiff_t period, repeat
+
+
+cdef extern from "fl_stats.h" nogil:
+    enum: FL_HIST_COPIES
+    Py_ssize_t FL_HIST_SLOTS(Py_ssize_t n_bins)
+    enum: FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
+    ctypedef struct fl_stats:
+        const double *edges
+        ptrdiff_t n_bins
+        int spacing
+        double origin, scale, tol_abs, tol_rel
+        fl_operand sample_weight
+
+
+cdef extern from "fl_binary.h" nogil:
     ctypedef struct fl_binary_args:
         const void *input
         ptrdiff_t input_stride
@@ -26,6 +41,7 @@ cdef extern from "fl_binary.h" nogil:
         fl_operand weight, pos_weight
         void *out
         double alpha, gamma
+        const fl_stats *stats
 
 
 cdef extern from "fl_softmax.h" nogil:
@@ -41,6 +57,7 @@ cdef extern from "fl_softmax.h" nogil:
         void *out
         int focal
         double gamma
+        const fl_stats *stats
 
 
 cdef extern from "fl_dispatch.h" nogil:

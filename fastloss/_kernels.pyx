@@ -8,13 +8,15 @@ target dtype; the C side converts a block at a time), so nothing here copies dat
 """
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from cython.parallel cimport prange, threadid
 
 import numpy as np
 
 cnp.import_array()
 
 BLOCK = FL_BLOCK
+BINS_UNIFORM, BINS_LOG, BINS_EDGES = FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
 cdef const fl_kernel_table *_table = fl_kernels_for(b"auto")
@@ -69,17 +71,41 @@ cdef inline ptrdiff_t _stride(cnp.ndarray a):
     return cnp.PyArray_STRIDES(a)[0] // cnp.PyArray_ITEMSIZE(a)
 
 
+cdef class Statistics:
+    """What a kernel accumulates besides the sum of the losses (fl_stats.h): a histogram, when
+    edges is given, and a sample weight, when sample_weight is (an operand like binary_loss's
+    weight). Keeps the arrays it points into alive."""
+    cdef fl_stats spec
+    cdef object _arrays
+
+    def __cinit__(self, edges, int spacing, double origin, double scale, double tol_abs,
+                  double tol_rel, sample_weight, Py_ssize_t period, Py_ssize_t repeat):
+        self._arrays = (edges, sample_weight)
+        self.spec.edges = <const double *>_data(edges)
+        self.spec.n_bins = 0 if edges is None else edges.shape[0] - 1
+        self.spec.spacing = spacing
+        self.spec.origin = origin
+        self.spec.scale = scale
+        self.spec.tol_abs = tol_abs
+        self.spec.tol_rel = tol_rel
+        self.spec.sample_weight.data = _data(sample_weight)
+        self.spec.sample_weight.period = period
+        self.spec.sample_weight.repeat = repeat
+
+
+cdef const fl_stats *_spec(Statistics stats):
+    return NULL if stats is None else &stats.spec
+
+
 cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
-                       int n_threads):
+                       int n_threads, Statistics stats=None):
     """Run fn over the blocks [0, block), [block, 2*block), ... of n positions; return the sums
-    of loss and weight in block order, the OR of the flags and the first bad position."""
+    of loss and weight in block order, the OR of the flags, the first bad position and, with
+    stats, (count, nan count, min, max, histogram counter slots) (see fl_stats.h)."""
     cdef Py_ssize_t nblocks = (n + block - 1) // block
-    cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
-        max(nblocks, 1) * sizeof(fl_block_result))
-    if results == NULL:
-        raise MemoryError()
     cdef Py_ssize_t b
-    cdef double loss = 0.0, weight = 0.0
+    cdef double loss = 0.0, weight = 0.0, lo = np.inf, hi = -np.inf
+    cdef Py_ssize_t count = 0, nan_count = 0
     cdef int flags = 0
     cdef ptrdiff_t bad = -1
     global _used_threads
@@ -87,14 +113,27 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         n_threads = 1
     elif n_threads > 1:
         _used_threads = True
+    # Each thread adds its histogram counts into its own FL_HIST_COPIES copies of the slots;
+    # integer counts add up the same in any order.
+    cdef Py_ssize_t n_slots = 0
+    if stats is not None and stats.spec.edges != NULL:
+        n_slots = FL_HIST_SLOTS(stats.spec.n_bins)
+    cdef cnp.ndarray hist = np.zeros(max(n_threads * n_slots * FL_HIST_COPIES, 1), np.int64)
+    cdef long long *hist_data = <long long *>cnp.PyArray_DATA(hist)
+    cdef Py_ssize_t hist_stride = n_slots * FL_HIST_COPIES
+    cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
+        max(nblocks, 1) * sizeof(fl_block_result))
+    if results == NULL:
+        raise MemoryError()
     try:
         with nogil:
             if n_threads == 1:
                 for b in range(nblocks):
-                    _run_block(fn, args, n, block, b, results)
+                    _run_block(fn, args, n, block, b, results, hist_data)
             else:
                 for b in prange(nblocks, num_threads=n_threads, schedule="static"):
-                    _run_block(fn, args, n, block, b, results)
+                    _run_block(fn, args, n, block, b, results,
+                               hist_data + threadid() * hist_stride)
             # In block order, whatever thread computed each block: bitwise reproducible.
             for b in range(nblocks):
                 loss += results[b].loss
@@ -102,27 +141,44 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
                 flags |= results[b].flags
                 if bad < 0:
                     bad = results[b].bad
+                count += results[b].count
+                nan_count += results[b].nan_count
+                lo = min(lo, results[b].min)
+                hi = max(hi, results[b].max)
     finally:
         PyMem_Free(results)
-    return loss, weight, flags, bad
+    if stats is None:
+        return loss, weight, flags, bad, None
+    slots = None
+    if n_slots:  # without the scratch slots
+        slots = hist.reshape(n_threads, n_slots, FL_HIST_COPIES).sum(axis=(0, 2))[:-2]
+    return loss, weight, flags, bad, (count, nan_count, lo, hi, slots)
 
 
 cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
-                            Py_ssize_t b, fl_block_result *results) noexcept nogil:
+                            Py_ssize_t b, fl_block_result *results,
+                            long long *hist) noexcept nogil:
     cdef fl_block_result *r = &results[b]
     r.loss = 0
     r.weight = 0
     r.bad = -1
     r.flags = 0
+    r.count = 0
+    r.nan_count = 0
+    r.min = INFINITY
+    r.max = -INFINITY
+    r.hist = hist
     fn(args, b * block, min(block, n - b * block), r)
 
 
 def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type,
                 object weight, Py_ssize_t weight_period, Py_ssize_t weight_repeat,
                 object pos_weight, Py_ssize_t pos_weight_period, Py_ssize_t pos_weight_repeat,
-                object out, int n_threads, double alpha=-1.0, double gamma=0.0):
+                object out, int n_threads, double alpha=-1.0, double gamma=0.0,
+                Statistics stats=None):
     """Run an elementwise loss over 1-D operands; return (sum in float64, OR of the FL_BAD_*
-    flags).
+    flags), and with stats (weight given as its sample weight, not here) also the sum of the
+    sample weights and the statistics of _run_blocks.
 
     input: 1-D float32/float64 (any element stride); target: 1-D of input's dtype, uint8 or int64
     (target_type says which); weight, pos_weight: None or prepared operands (fl_operand in
@@ -155,8 +211,10 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
     args.out = <void *>_data(out)
     args.alpha = alpha
     args.gamma = gamma
-    total, _, flags, _ = _run_blocks(fn, &args, input.shape[0], FL_BLOCK, n_threads)
-    return total, flags
+    args.stats = _spec(stats)
+    total, weight_sum, flags, _, extra = _run_blocks(fn, &args, input.shape[0], FL_BLOCK,
+                                                     n_threads, stats)
+    return (total, flags) if stats is None else (total, flags, weight_sum, extra)
 
 
 def softmax_block_positions(Py_ssize_t n_classes):
@@ -166,14 +224,16 @@ def softmax_block_positions(Py_ssize_t n_classes):
 
 def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
                        cnp.ndarray weight, long long ignore_index, double label_smoothing,
-                       object out, int n_threads, bint focal=False, double gamma=0.0):
+                       object out, int n_threads, bint focal=False, double gamma=0.0,
+                       Statistics stats=None):
     """Softmax cross-entropy (or, with focal, the softmax focal loss with exponent gamma) over a
     C-contiguous (N, C, S) input; return (sum of the losses, sum of the weights that divide
     "mean", first position with an out-of-range index or -1).
 
     target: contiguous (N, S) class indices of the FL_INDEX_* type target_type, or (N, C, S)
     probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: (C,) of input's dtype;
-    out: None or a contiguous (N, S) array of input's dtype.
+    out: None or a contiguous (N, S) array of input's dtype; with stats, the statistics of
+    _run_blocks follow (the weights then include the sample weights).
     """
     cdef fl_softmax_args args
     args.input = cnp.PyArray_DATA(input)
@@ -187,15 +247,17 @@ def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
     args.out = <void *>_data(out)
     args.focal = focal
     args.gamma = gamma
+    args.stats = _spec(stats)
     cdef fl_block_fn fn = _table.cross_entropy[input.dtype == np.float64]
-    loss, weight_sum, _, bad = _run_blocks(fn, &args, input.shape[0] * input.shape[2],
-                                           softmax_block_positions(args.n_classes), n_threads)
-    return loss, weight_sum, bad
+    loss, weight_sum, flags, bad, extra = _run_blocks(
+        fn, &args, input.shape[0] * input.shape[2], softmax_block_positions(args.n_classes),
+        n_threads, stats)
+    return (loss, weight_sum, bad) if stats is None else (loss, weight_sum, bad, flags, extra)
 
 
 def read_words(cnp.ndarray data, int n_threads):
     """Read every 8-byte word of a C-contiguous array, in blocks like the loss kernels: the
     memory-bandwidth floor of any loss over the same bytes. Returns a checksum."""
     cdef const void *words = cnp.PyArray_DATA(data)
-    loss, _, _, _ = _run_blocks(_table.read, &words, data.nbytes // 8, FL_BLOCK, n_threads)
+    loss, _, _, _, _ = _run_blocks(_table.read, &words, data.nbytes // 8, FL_BLOCK, n_threads)
     return loss

@@ -480,11 +480,8 @@ def markdown(report):
 def plot(report, path):
     """Throughput against size (log-log), one panel per loss, a line per implementation, and
     the bandwidth floor as a dashed line."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'fastloss[plot]'") from None
-    matplotlib.use("Agg")
+    from .plot import require_matplotlib
+    require_matplotlib("--plot").use("Agg")
     import matplotlib.pyplot as plt
     rows = report["results"]
     losses = list(dict.fromkeys(r["loss"] for r in rows))

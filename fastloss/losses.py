@@ -8,7 +8,15 @@ import numpy as np
 from . import _kernels, _validate
 
 _ERRORS = {1: "all elements of input should be between 0 and 1",   # FL_BAD_INPUT
-           2: "all elements of target should be between 0 and 1"}  # FL_BAD_TARGET
+           2: "all elements of target should be between 0 and 1",  # FL_BAD_TARGET
+           4: "all elements of weight should be finite and non-negative"}  # FL_BAD_WEIGHT
+
+
+def _check_flags(flags):
+    """Raise the ValueError of the first FL_BAD_* bit set by a kernel."""
+    for bit, message in _ERRORS.items():
+        if flags & bit:
+            raise ValueError(message)
 
 
 def _values(reduction, out_arr, shape, dtype):
@@ -36,12 +44,19 @@ def _result(reduction, total, count, values, out_arr, out, result_dtype):
     return out
 
 
-def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, **params):
-    _validate.check_reduction(reduction)
+def _binary_operands(input, target, weight, pos_weight):
+    """Validated operands of an elementwise loss: (input, result dtype, target, target type,
+    weight and pos_weight as kernel operands)."""
     x, result_dtype = _validate.float_input(input)
     y, target_type = _validate.binary_target(target, x)
     w = _validate.broadcast_operand(weight, "weight", x.shape, x.dtype)
     pw = _validate.broadcast_operand(pos_weight, "pos_weight", x.shape, x.dtype)
+    return x, result_dtype, y, target_type, w, pw
+
+
+def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, **params):
+    _validate.check_reduction(reduction)
+    x, result_dtype, y, target_type, w, pw = _binary_operands(input, target, weight, pos_weight)
     out_arr = _validate.out_array(out, reduction, x.shape, result_dtype,
                                   [("input", x), ("target", y), ("weight", w[0]),
                                    ("pos_weight", pw[0])])
@@ -52,9 +67,7 @@ def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, 
         total, flags = _kernels.binary_loss(
             loss, _validate.flat(x), _validate.flat(y), target_type, *w, *pw,
             None if values is None else values.reshape(-1), threads, **params)
-        for bit, message in _ERRORS.items():
-            if flags & bit:
-                raise ValueError(message)
+        _check_flags(flags)
     return _result(reduction, total, x.size, values, out_arr, out, result_dtype)
 
 
@@ -220,20 +233,34 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                     out)
 
 
+def _softmax_operands(input, target, weight, ignore_index, label_smoothing, focal):
+    """Validated operands of a softmax loss: (input as (N, C, S), result dtype, input shape,
+    loss shape, target, target type, class weights, ignore_index, label_smoothing)."""
+    x, result_dtype, input_shape, loss_shape = _validate.class_input(input)
+    ignore = _validate.ignore_index(ignore_index)
+    eps = _validate.label_smoothing(label_smoothing)
+    t, target_type = _validate.class_target(target, input_shape, loss_shape, x.dtype, ignore)
+    if focal and target_type == _validate.TARGET_PROBABILITIES:
+        raise ValueError("softmax_focal_loss takes class-index targets (an integer dtype); got "
+                         "class probabilities")
+    w = _validate.class_weight(weight, x.shape[1], x.dtype)
+    return x, result_dtype, input_shape, loss_shape, t, target_type, w, ignore, eps
+
+
+def _check_indices(bad, t):
+    if bad >= 0:
+        raise IndexError(f"Target {t[bad]} is out of bounds.")
+
+
 def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_threads, out,
              focal_gamma=None):
     """cross_entropy, or the softmax focal loss when focal_gamma is given (gamma = 0 is
     cross-entropy, and computed as such)."""
     _validate.check_reduction(reduction)
-    x, result_dtype, input_shape, loss_shape = _validate.class_input(input)
-    ignore = _validate.ignore_index(ignore_index)
-    eps = _validate.label_smoothing(label_smoothing)
-    t, target_type = _validate.class_target(target, input_shape, loss_shape, x.dtype, ignore)
-    if focal_gamma is not None and target_type == _validate.TARGET_PROBABILITIES:
-        raise ValueError("softmax_focal_loss takes class-index targets (an integer dtype); got "
-                         "class probabilities")
+    x, result_dtype, input_shape, loss_shape, t, target_type, w, ignore, eps = \
+        _softmax_operands(input, target, weight, ignore_index, label_smoothing,
+                          focal_gamma is not None)
     n, n_classes, n_spatial = x.shape
-    w = _validate.class_weight(weight, n_classes, x.dtype)
     out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
                                   [("input", x), ("target", t), ("weight", w)])
     threads = _validate.thread_count(n_threads, x.size)
@@ -243,8 +270,7 @@ def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_
         total, denominator, bad = _kernels.cross_entropy_loss(
             x, t, target_type, w, ignore, eps, None if values is None else values.reshape(-1),
             threads, bool(focal_gamma), focal_gamma or 0.0)
-        if bad >= 0:
-            raise IndexError(f"Target {t[bad]} is out of bounds.")
+        _check_indices(bad, t)
     if target_type == _validate.TARGET_PROBABILITIES:
         denominator = n * n_spatial
     return _result(reduction, total, denominator, values, out_arr, out, result_dtype)

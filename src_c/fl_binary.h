@@ -9,9 +9,7 @@
 #define FL_BINARY_H
 
 #include "fl_block.h"
-
-/* Elements per inner step of a block: the size of the staging buffers. */
-#define FL_CHUNK 512
+#include "fl_stats.h"
 
 /* The elementwise losses; a constant in each instantiated loop. */
 enum { FL_LOSS_BCE, FL_LOSS_BCE_LOGITS, FL_LOSS_SIGMOID_FOCAL };
@@ -20,14 +18,6 @@ enum { FL_LOSS_BCE, FL_LOSS_BCE_LOGITS, FL_LOSS_SIGMOID_FOCAL };
 enum { FL_TARGET_FLOAT = 0, /* the input's float type */
        FL_TARGET_U8 = 1,    /* uint8 and bool */
        FL_TARGET_I64 = 2 };
-
-/* A weight broadcast to the input without being expanded: element i reads
- * data[(i / repeat) % period]. Callers pass data tiled to period + FL_BLOCK - 1 elements when
- * repeat == 1 and period is smaller than the input, so a block reads it contiguously. */
-typedef struct {
-    const void *data; /* NULL: no such operand */
-    ptrdiff_t period, repeat;
-} fl_operand;
 
 typedef struct {
     const void *input;  /* float or double */
@@ -38,6 +28,7 @@ typedef struct {
     fl_operand weight, pos_weight;
     void *out;          /* NULL, or C-contiguous, of the input's type */
     double alpha, gamma; /* sigmoid focal loss only; alpha < 0: no alpha term */
+    const fl_stats *stats; /* NULL: plain sums */
 } fl_binary_args;
 
 #endif /* FL_BINARY_H */

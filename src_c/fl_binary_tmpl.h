@@ -103,25 +103,15 @@ FL_INLINE const FL_T *FL_S(fl_read_target)(const fl_binary_args *a, ptrdiff_t st
     }
 }
 
-/* NULL when the operand is absent. Periodic operands (repeat == 1) come tiled, so a pointer into
- * them serves the whole block; operands constant over runs of `repeat` elements are expanded
- * into buf run by run. */
-FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t start,
-                                            ptrdiff_t len, FL_T *buf) {
-    const FL_T *d = (const FL_T *)op->data;
-    if (d == NULL) return NULL;
-    if (op->repeat == 1) return d + start % op->period;
-    ptrdiff_t j = (start / op->repeat) % op->period;
-    ptrdiff_t run = op->repeat - start % op->repeat;
-    for (ptrdiff_t k = 0; k < len; run = op->repeat, j = (j + 1 == op->period) ? 0 : j + 1) {
-        ptrdiff_t end = k + run < len ? k + run : len;
-        FL_T v = d[j];
-        for (; k < end; k++) buf[k] = v;
-    }
+#undef FL_GATHER
+
+/* The n values of src followed by values `pad` up to n_padded, in buf (src may be buf). */
+FL_INLINE const FL_T *FL_S(fl_pad)(const FL_T *src, ptrdiff_t n, ptrdiff_t n_padded, FL_T pad,
+                                   FL_T *buf) {
+    if (src != buf) memcpy(buf, src, (size_t)n * sizeof(FL_T));
+    for (ptrdiff_t k = n; k < n_padded; k++) buf[k] = pad;
     return buf;
 }
-
-#undef FL_GATHER
 
 /* ---- The loop and the block entry points. ---- */
 
@@ -173,43 +163,60 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
 #undef FL_OUTSIDE_UNIT
 
 /* A block is read in chunks of FL_CHUNK elements, so that the staging buffers take at most
- * 4 * FL_CHUNK * sizeof(double) = 16 KiB of stack (threads may have as little as 128 KiB).
- * Chunk sums (float lanes) are added in double. */
+ * 6 * FL_CHUNK * sizeof(double) = 24 KiB of stack (threads may have as little as 128 KiB).
+ * Chunk sums (float lanes) are added in double. With statistics, each chunk's losses are staged
+ * in lbuf and accumulated by fl_stats_chunk, with the weight operand as the sample weight. */
 FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                      fl_block_result *result, const int loss) {
     const fl_binary_args *a = (const fl_binary_args *)args;
+    const fl_stats *st = a->stats;
     FL_S(fl_focal_params) f;
     f.alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
     f.alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
     f.gamma = (FL_T)a->gamma;
     f.int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
-    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK], pwbuf[FL_CHUNK];
+    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK], pwbuf[FL_CHUNK], lbuf[FL_CHUNK];
     double sum = 0;
     int flags = 0;
     for (ptrdiff_t at = start, n; at < start + len; at += n) {
         n = start + len - at < FL_CHUNK ? start + len - at : FL_CHUNK;
         const FL_T *x = FL_S(fl_read_input)(a, at, n, xbuf);
         const FL_T *y = FL_S(fl_read_target)(a, at, n, ybuf);
-        const FL_T *w = FL_S(fl_read_operand)(&a->weight, at, n, wbuf);
+        const FL_T *w = FL_S(fl_read_operand)(st ? &st->sample_weight : &a->weight, at, n, wbuf);
         const FL_T *pw = loss == FL_LOSS_BCE_LOGITS
                              ? FL_S(fl_read_operand)(&a->pos_weight, at, n, pwbuf) : NULL;
-        FL_T *out = a->out ? (FL_T *)a->out + at : NULL;
+        FL_T *out = st ? lbuf : a->out ? (FL_T *)a->out + at : NULL;
+        ptrdiff_t n_loop = n;
+        if (n % FL_LANES) { /* the data's tail: pad it (see FL_LANES) */
+            n_loop = FL_PADDED(n);
+            x = FL_S(fl_pad)(x, n, n_loop, loss == FL_LOSS_BCE ? 0 : -(FL_T)INFINITY, xbuf);
+            y = FL_S(fl_pad)(y, n, n_loop, 0, ybuf); /* with x: a loss of exactly 0 */
+            w = w ? FL_S(fl_pad)(w, n, n_loop, 0, wbuf) : NULL;
+            pw = pw ? FL_S(fl_pad)(pw, n, n_loop, 1, pwbuf) : NULL;
+            out = out ? lbuf : NULL;
+        }
+        const FL_T *w_loop = st ? NULL : w;
         int chunk_flags;
-#define FL_CALL(has_w, has_pw, general, has_out)                                           \
-    FL_S(fl_binary_loop)(x, y, w, pw, out, n, f, &chunk_flags, loss, has_w, has_pw, general, \
-                         has_out)
-#define FL_VARIANTS(has_pw, general)                                                  \
-    (out ? (w ? FL_CALL(1, has_pw, general, 1) : FL_CALL(0, has_pw, general, 1))      \
-         : (w ? FL_CALL(1, has_pw, general, 0) : FL_CALL(0, has_pw, general, 0)))
+#define FL_CALL(has_w, has_pw, general, has_out)                                             \
+    FL_S(fl_binary_loop)(x, y, w_loop, pw, out, n_loop, f, &chunk_flags, loss, has_w, has_pw, \
+                         general, has_out)
+#define FL_VARIANTS(has_pw, general)                                                       \
+    (out ? (w_loop ? FL_CALL(1, has_pw, general, 1) : FL_CALL(0, has_pw, general, 1))      \
+         : (w_loop ? FL_CALL(1, has_pw, general, 0) : FL_CALL(0, has_pw, general, 0)))
         sum += pw                  ? FL_VARIANTS(1, 0)
                : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
                                                                   : FL_VARIANTS(0, 0);
 #undef FL_VARIANTS
 #undef FL_CALL
         flags |= chunk_flags;
+        if (out == lbuf && !st) memcpy((FL_T *)a->out + at, lbuf, (size_t)n * sizeof(FL_T));
+        if (st) {
+            if (w) FL_S(fl_stats_chunk)(st, lbuf, w, NULL, NULL, n, result, 1, 0);
+            else FL_S(fl_stats_chunk)(st, lbuf, NULL, NULL, NULL, n, result, 0, 0);
+        }
     }
-    result->loss = sum;
-    result->flags = flags;
+    if (!st) result->loss = sum;
+    result->flags |= flags;
 }
 
 static void FL_S(fl_bce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,

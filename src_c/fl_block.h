@@ -14,16 +14,41 @@
  * in double. */
 #define FL_BLOCK 4096
 
+/* Elements per inner step of a block: the size of the staging buffers. */
+#define FL_CHUNK 512
+
+/* Vectorized loops run over a multiple of FL_LANES elements: a shorter tail (only at the end of
+ * the data: blocks and chunks are multiples of it) is padded with neutral values. Otherwise its
+ * elements would go through the compiler's scalar epilogue, which may round differently (other
+ * FMA contractions) than the vector body: an element's loss would depend on where the data
+ * starts, and the statistics of a batch on how the data is split. 16 is the longest vector (16
+ * floats). */
+#define FL_LANES 16
+#define FL_PADDED(n) (((n) + FL_LANES - 1) / FL_LANES * FL_LANES)
+
 /* Bits of fl_block_result.flags; the Python layer turns them into exceptions. */
 enum { FL_BAD_INPUT = 1,    /* a probability outside [0, 1] or nan */
-       FL_BAD_TARGET = 2 }; /* a target outside [0, 1] or nan */
+       FL_BAD_TARGET = 2,   /* a target outside [0, 1] or nan */
+       FL_BAD_WEIGHT = 4 }; /* a sample weight that is negative, infinite or nan */
 
 typedef struct {
     double loss;    /* sum of the block's losses */
-    double weight;  /* sum of the weights that divide "mean" (softmax losses; else 0) */
+    double weight;  /* sum of the weights that divide "mean" (softmax losses and statistics) */
     ptrdiff_t bad;  /* first position with an out-of-range class index, or -1 */
     int flags;      /* FL_BAD_* */
+    /* Filled only when the arguments ask for statistics (fl_stats.h): */
+    ptrdiff_t count, nan_count; /* positions that have a loss; those whose loss is nan */
+    double min, max;            /* over the losses that are not nan */
+    long long *hist;            /* the calling thread's histogram counters (added to) */
 } fl_block_result;
+
+/* A weight broadcast to the input without being expanded: element i reads
+ * data[(i / repeat) % period]. Callers pass data tiled to period + FL_BLOCK - 1 elements when
+ * repeat == 1 and period is smaller than the input, so a block reads it contiguously. */
+typedef struct {
+    const void *data; /* NULL: no such operand */
+    ptrdiff_t period, repeat;
+} fl_operand;
 
 /* args points to the loss's argument struct (fl_binary_args, fl_softmax_args). */
 typedef void (*fl_block_fn)(const void *args, ptrdiff_t start, ptrdiff_t len,

@@ -2,6 +2,7 @@
  * sets its target and includes this file, which instantiates the templates for float and double
  * and exports one symbol: the table FL_TABLE of the kernels compiled for that target.
  */
+#include <float.h>
 #include <limits.h>
 
 #include "fl_dispatch.h"
@@ -9,17 +10,23 @@
 
 #define FL_T float
 #define FL_S(name) name##_f32
+#define FL_MAX FLT_MAX
+#include "fl_stats_tmpl.h"
 #include "fl_binary_tmpl.h"
 #include "fl_softmax_tmpl.h"
 #undef FL_T
 #undef FL_S
+#undef FL_MAX
 
 #define FL_T double
 #define FL_S(name) name##_f64
+#define FL_MAX DBL_MAX
+#include "fl_stats_tmpl.h"
 #include "fl_binary_tmpl.h"
 #include "fl_softmax_tmpl.h"
 #undef FL_T
 #undef FL_S
+#undef FL_MAX
 
 /* The roofline: read every 8-byte word of a buffer (args points to its address), the least any
  * loss must do with its inputs. The XOR of the words keeps the loads from being optimized away. */

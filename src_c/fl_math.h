@@ -26,19 +26,28 @@
 FL_INLINE float fl_as_float(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 FL_INLINE int32_t fl_as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
+/* Both guards below select the operands and then multiply, rather than select the product: a
+ * sum that adds the result then fuses into the same FMA in the vector loops and in the
+ * compiler's scalar code, which therefore round alike (a select of c*v is fused only where it
+ * compiles to a branch). */
+
 /* c * v for v >= 0 (or nan), but 0 when c == 0 and v == +inf: a zero coefficient of an
  * infinite loss term gives 0, not nan (x = +inf, y = 1 is a perfect prediction, loss 0). nan
- * in c or v still propagates. Written as one select on c with (0 < v ? 0 : v), which is 0 for
+ * in c or v still propagates. The selects test c alone, with (0 < v ? 0 : v), which is 0 for
  * v in [0, inf] and nan for nan: GCC 12 vectorizes that inside large loops, where a condition
  * combining c == 0 and v == inf keeps the loop scalar. */
-FL_INLINE float fl_coef_f32(float c, float v) { return c == 0.0f ? (0.0f < v ? 0.0f : v) : c * v; }
-FL_INLINE double fl_coef_f64(double c, double v) { return c == 0.0 ? (0.0 < v ? 0.0 : v) : c * v; }
+FL_INLINE float fl_coef_f32(float c, float v) {
+    return (c == 0.0f ? 1.0f : c) * (c == 0.0f ? (0.0f < v ? 0.0f : v) : v);
+}
+FL_INLINE double fl_coef_f64(double c, double v) {
+    return (c == 0.0 ? 1.0 : c) * (c == 0.0 ? (0.0 < v ? 0.0 : v) : v);
+}
 
 /* c * v for a term whose nan, if any, reaches the loss through another term as well (x's nan
  * through log1p(exp(-|x|)), a logit's through the softmax's sum of exponentials): only
  * 0 * inf needs a guard, and one select is cheaper than fl_coef's two. */
-FL_INLINE float fl_coef_inf_f32(float c, float v) { return c == 0.0f ? 0.0f : c * v; }
-FL_INLINE double fl_coef_inf_f64(double c, double v) { return c == 0.0 ? 0.0 : c * v; }
+FL_INLINE float fl_coef_inf_f32(float c, float v) { return c * (c == 0.0f ? 0.0f : v); }
+FL_INLINE double fl_coef_inf_f64(double c, double v) { return c * (c == 0.0 ? 0.0 : v); }
 
 /* exp(a) for a <= 0 (and a = -inf).
  * a = n*ln2 + r with n = round(a/ln2), |r| <= ln2/2 (Cody-Waite: ln2 split into a part with few
@@ -110,6 +119,24 @@ FL_INLINE float fl_log_f32(float v) {
     return v < 0.0f ? NAN : (v != v ? v : r);
 }
 FL_INLINE double fl_log_f64(double v) { return log(v); }
+
+/* A cheap log2(v) for normal positive v, to guess histogram bins (fl_stats.h): the exponent
+ * plus log2(m) = t*P6(t) for the mantissa m = 1 + t in [1, 2) (least-squares fit, error 4.5e-6).
+ * Checked over every normal float, with and without FMA: the error is at most 8.3e-6 (the rest
+ * is the rounding of e + t*p at the largest exponents). No handling of 0, subnormals, inf or
+ * nan: callers clamp. */
+FL_INLINE float fl_log2_coarse_f32(float v) {
+    int32_t bits = fl_as_int(v);
+    float e = (float)((bits >> 23) - 127);
+    float t = fl_as_float((bits & 0x007fffff) | 0x3f800000) - 1.0f;
+    float p = -2.606731839e-02f;
+    p = p * t + 1.219168752e-01f;
+    p = p * t - 2.773678005e-01f;
+    p = p * t + 4.568954110e-01f;
+    p = p * t - 7.178986073e-01f;
+    p = p * t + 1.442517042e+00f;
+    return e + t * p;
+}
 
 /* log1p(-p) for p in [0, 1] (p = 1 -> -inf). s = 1 - p is exact for p >= 1/2 (Sterbenz); below,
  * d = (1 - s) - p is exactly the rounding error of s, and log(1 - p) = log(s + d) ~ log(s) + d/s,

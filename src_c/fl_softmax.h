@@ -11,6 +11,7 @@
 #define FL_SOFTMAX_H
 
 #include "fl_block.h"
+#include "fl_stats.h"
 
 /* What the target holds: class indices of one of these integer types, or class probabilities
  * of the input's float type with the input's shape. */
@@ -29,6 +30,7 @@ typedef struct {
     void *out;                  /* (N, S) of the input's type, or NULL */
     int focal;                  /* softmax focal loss (index targets, no smoothing) */
     double gamma;               /* its exponent */
+    const fl_stats *stats;      /* NULL: plain sums */
 } fl_softmax_args;
 
 /* Positions handled per inner step: the lanes of the vectorized loops, at most FL_CE_LANES, and

@@ -154,6 +154,7 @@ FL_INLINE void FL_S(fl_transpose)(const FL_T *restrict src, ptrdiff_t C, ptrdiff
 static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                               fl_block_result *result) {
     const fl_softmax_args *a = (const fl_softmax_args *)args;
+    const fl_stats *st = a->stats; /* with statistics, fl_stats.h */
     const ptrdiff_t C = a->n_classes, S = a->n_spatial;
     const int probabilities = a->target_type == FL_TARGET_PROBABILITIES;
     const FL_T *w = (const FL_T *)a->weight;
@@ -172,6 +173,7 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     FL_T ytile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
     FL_T m[FL_CE_LANES], se[FL_CE_LANES], other[FL_CE_LANES], dist[FL_CE_LANES];
     FL_T a_sum[FL_CE_LANES], z_t[FL_CE_LANES], w_t[FL_CE_LANES], losses[FL_CE_LANES];
+    FL_T swbuf[FL_CE_LANES];
     long long idx[FL_CE_LANES];
     int target[FL_CE_LANES]; /* each lane's class, or -1 when ignored or out of range */
     const long long ignore = a->ignore_index;
@@ -271,11 +273,22 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         }
 #undef FL_LOSSES
         }
-        loss_sum += sum;
         if (a->out) memcpy((FL_T *)a->out + p, losses, (size_t)lanes * sizeof(FL_T));
+        if (!st) {
+            loss_sum += sum;
+            continue;
+        }
+        const FL_T *sw = FL_S(fl_read_operand)(&st->sample_weight, p, lanes, swbuf);
+        const int *rows = probabilities ? NULL : target;
+        if (sw && rows) FL_S(fl_stats_chunk)(st, losses, sw, w_t, rows, lanes, result, 1, 1);
+        else if (sw) FL_S(fl_stats_chunk)(st, losses, sw, NULL, NULL, lanes, result, 1, 0);
+        else if (rows) FL_S(fl_stats_chunk)(st, losses, NULL, w_t, rows, lanes, result, 0, 1);
+        else FL_S(fl_stats_chunk)(st, losses, NULL, NULL, NULL, lanes, result, 0, 0);
     }
-    result->loss = loss_sum;
-    result->weight = weight_sum;
+    if (!st) {
+        result->loss = loss_sum;
+        result->weight = weight_sum;
+    }
     result->bad = bad;
 }
 

@@ -1,0 +1,74 @@
+"""Plots of loss distributions (matplotlib, the optional extra fastloss[plot])."""
+
+
+def require_matplotlib(feature):
+    """Import matplotlib, or raise an ImportError that says how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(f"{feature} needs matplotlib: pip install 'fastloss[plot]'") from None
+    return matplotlib
+
+
+def plot_loss_histograms(meters, path=None, ax=None):
+    """Overlaid histograms of per-example losses, such as train against test.
+
+    Parameters
+    ----------
+    meters : dict of str to StreamingLoss
+        Label to meter; every meter needs bins. Each is drawn as a step histogram of the
+        fraction of its examples (``count``, nan losses and losses outside the edges included)
+        per bin, with its mean as a dashed vertical line; losses outside the edges are noted in
+        the legend.
+    path : str or path-like, optional
+        Also write the figure there (PNG for a .png name).
+    ax : matplotlib Axes, optional
+        Draw into it; by default a new figure (not registered with pyplot).
+
+    Returns the Axes. The loss axis is logarithmic when every edge is positive (symmetric
+    logarithmic otherwise).
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'fastloss[plot]'``).
+    TypeError, ValueError
+        meters is not a non-empty dict of StreamingLoss, or one has no bins.
+    """
+    from .streaming import StreamingLoss
+
+    require_matplotlib("plot_loss_histograms")
+    if not isinstance(meters, dict) or not meters:
+        raise TypeError("meters must be a non-empty dict of label to StreamingLoss")
+    for label, m in meters.items():
+        if not isinstance(m, StreamingLoss):
+            raise TypeError(f"meters[{label!r}] is a {type(m).__name__}, not a StreamingLoss")
+        if m.histogram is None:
+            raise ValueError(f"meters[{label!r}] has no histogram: create it with bins=...")
+    if ax is None:
+        from matplotlib.figure import Figure
+        ax = Figure(figsize=(7, 4.2)).subplots()
+    low = min(float(m.histogram[1][0]) for m in meters.values())
+    for label, m in meters.items():
+        counts, edges = m.histogram
+        fractions = counts / max(m.count, 1)
+        text = f"{label}: mean {m.mean:.4g}, n = {m.count:,}"
+        outside = [f"{k:,} {side}" for k, side in ((m.underflow, "below"),
+                                                     (m.overflow, "above"),
+                                                     (m.nan_count, "nan")) if k]
+        if outside:
+            text += f" ({', '.join(outside)})"
+        line = ax.stairs(fractions, edges, label=text, linewidth=1.6)
+        ax.axvline(m.mean, color=line.get_edgecolor(), linestyle="--", linewidth=1)
+    if low > 0:
+        ax.set_xscale("log")
+    else:
+        positive = [e for m in meters.values() for e in m.histogram[1] if e > 0]
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    loss = next(iter(meters.values())).loss
+    ax.set(xlabel=f"{loss} per example", ylabel="fraction of examples")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    if path is not None:
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+    return ax
