@@ -3,6 +3,7 @@ import os
 import sys
 
 COMMANDS = {"bench": "speed comparison against NumPy and torch on generated data",
+            "eval": "a loss's statistics and histogram over .npy/.npz files of any size",
             "info": "version, SIMD paths, OpenMP, compiler and flags: for bug reports"}
 
 
@@ -17,6 +18,9 @@ def main(argv=None):
         if argv[0] == "bench":
             from . import bench
             bench.main(argv[1:])
+        elif argv[0] == "eval":
+            from . import evaluate
+            return evaluate.main(argv[1:])
         elif argv[0] == "info":
             from .info import show_config
             show_config()
