@@ -221,7 +221,7 @@ def _text_histogram(m, width=40, max_rows=16):
     top = max(c for _, c in lines) or 1
     label_width = max(len(label) for label, _ in lines)
     total = max(m.count, 1)
-    return [f"  {label:>{label_width}} {c / total:7.2%} {'#' * round(width * c / top)}"
+    return [f"  {label:>{label_width}} {c / total:7.2%} {'#' * round(width * c / top)}".rstrip()
             for label, c in lines]
 
 
