@@ -1,6 +1,11 @@
+from typing import Any
+
 import numpy as np
 
 BLOCK: int
+BINS_UNIFORM: int
+BINS_LOG: int
+BINS_EDGES: int
 SIMD_PATHS: tuple[str, ...]
 
 def set_simd_path(name: str) -> None: ...
@@ -8,6 +13,21 @@ def simd_path() -> str: ...
 def supported_simd_paths() -> tuple[str, ...]: ...
 def build_info() -> dict[str, str | int]: ...
 def max_threads() -> int: ...
+
+class Statistics:
+    def __init__(
+        self,
+        edges: np.ndarray | None,
+        spacing: int,
+        origin: float,
+        scale: float,
+        tol_abs: float,
+        tol_rel: float,
+        sample_weight: np.ndarray | None,
+        period: int,
+        repeat: int,
+    ) -> None: ...
+
 def binary_loss(
     loss: str,
     input: np.ndarray,
@@ -23,7 +43,8 @@ def binary_loss(
     n_threads: int,
     alpha: float = ...,
     gamma: float = ...,
-) -> tuple[float, int]: ...
+    stats: Statistics | None = ...,
+) -> tuple[Any, ...]: ...
 def softmax_block_positions(n_classes: int) -> int: ...
 def cross_entropy_loss(
     input: np.ndarray,
@@ -36,5 +57,6 @@ def cross_entropy_loss(
     n_threads: int,
     focal: bool = ...,
     gamma: float = ...,
-) -> tuple[float, float, int]: ...
+    stats: Statistics | None = ...,
+) -> tuple[Any, ...]: ...
 def read_words(data: np.ndarray, n_threads: int) -> float: ...
