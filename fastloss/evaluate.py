@@ -157,7 +157,7 @@ def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None
             if other.rows != x.rows:
                 raise InputError(f"mismatched lengths: {x.name} has {x.rows:,} rows, "
                                  f"{other.name} has {other.rows:,}")
-        softmax = meter.loss in ("cross_entropy", "softmax_focal_loss")
+        softmax = LOSSES[meter.loss][0] == "softmax"
         if softmax and len(x.shape) < 2:
             raise InputError(f"{x.name} has shape {x.shape}: {meter.loss} reads rows of "
                              "classes, (N, C) or (N, C, d1, ...)")
@@ -177,8 +177,7 @@ def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None
             batch = [s.read(rows) for s in sources]
             w = batch[2] if weight else None
             if w is not None and w.ndim == 1 and len(x.shape) > 1:  # one weight per row
-                w = w.reshape((-1,) + (1,) * (len(x.shape) - (1 if meter._kind == "binary"
-                                                               else 2)))
+                w = w.reshape((-1,) + (1,) * (len(x.shape) - (2 if softmax else 1)))
             try:
                 meter.update(batch[0], batch[1], w, n_threads=n_threads)
             except (ValueError, TypeError, IndexError) as e:
