@@ -98,6 +98,18 @@ def test_cross_entropy_with_spatial_dims_class_weights_and_compare(tmp_path, cap
     assert matplotlib.image.imread(tmp_path / "h.png").shape[:2] > (200, 300)
 
 
+def test_fortran_ordered_files(data, capsys):
+    d, x, y, _ = data
+    np.save(d / "xf.npy", np.asfortranarray(x))
+    code, _, err = run(capsys, "binary_cross_entropy_with_logits", "--input", d / "xf.npy",
+                       "--target", d / "y.npy", "--batch-size", 999, "--json", d / "o.json")
+    expected = StreamingLoss("binary_cross_entropy_with_logits", bins="log").update(x, y)
+    got = json.loads((d / "o.json").read_text())
+    assert (code, err) == (0, "")
+    assert got["mean"] == pytest.approx(expected.mean, rel=1e-12)
+    assert got["histogram"]["counts"] == expected.histogram[0].tolist()
+
+
 def test_progress_reports_elements_per_second(data, capsys):
     d, *_ = data
     code, _, err = run(capsys, "binary_cross_entropy_with_logits", "--input", d / "x.npy",
