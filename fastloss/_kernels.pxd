@@ -20,7 +20,6 @@ cdef extern from "fl_block.h" nogil:
 
 
 cdef extern from "fl_stats.h" nogil:
-    enum: FL_HIST_COPIES
     Py_ssize_t FL_HIST_SLOTS(Py_ssize_t n_bins)
     enum: FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
     ctypedef struct fl_stats:
@@ -28,6 +27,7 @@ cdef extern from "fl_stats.h" nogil:
         ptrdiff_t n_bins
         int spacing
         double origin, scale, tol_abs, tol_rel
+        int copy_shift
         fl_operand sample_weight
 
 

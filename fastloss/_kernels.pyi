@@ -23,6 +23,7 @@ class Statistics:
         scale: float,
         tol_abs: float,
         tol_rel: float,
+        copy_shift: int,
         sample_weight: np.ndarray | None,
         period: int,
         repeat: int,

@@ -79,7 +79,8 @@ cdef class Statistics:
     cdef object _arrays
 
     def __cinit__(self, edges, int spacing, double origin, double scale, double tol_abs,
-                  double tol_rel, sample_weight, Py_ssize_t period, Py_ssize_t repeat):
+                  double tol_rel, int copy_shift, sample_weight, Py_ssize_t period,
+                  Py_ssize_t repeat):
         self._arrays = (edges, sample_weight)
         self.spec.edges = <const double *>_data(edges)
         self.spec.n_bins = 0 if edges is None else edges.shape[0] - 1
@@ -88,6 +89,7 @@ cdef class Statistics:
         self.spec.scale = scale
         self.spec.tol_abs = tol_abs
         self.spec.tol_rel = tol_rel
+        self.spec.copy_shift = copy_shift
         self.spec.sample_weight.data = _data(sample_weight)
         self.spec.sample_weight.period = period
         self.spec.sample_weight.repeat = repeat
@@ -113,14 +115,15 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         n_threads = 1
     elif n_threads > 1:
         _used_threads = True
-    # Each thread adds its histogram counts into its own FL_HIST_COPIES copies of the slots;
-    # integer counts add up the same in any order.
+    # Each thread adds its histogram counts into its own copies of the slots; integer counts
+    # add up the same in any order.
     cdef Py_ssize_t n_slots = 0
     if stats is not None and stats.spec.edges != NULL:
         n_slots = FL_HIST_SLOTS(stats.spec.n_bins)
-    cdef cnp.ndarray hist = np.zeros(max(n_threads * n_slots * FL_HIST_COPIES, 1), np.int64)
+    cdef Py_ssize_t copies = 1 if stats is None else 1 << stats.spec.copy_shift
+    cdef cnp.ndarray hist = np.zeros(max(n_threads * n_slots * copies, 1), np.int64)
     cdef long long *hist_data = <long long *>cnp.PyArray_DATA(hist)
-    cdef Py_ssize_t hist_stride = n_slots * FL_HIST_COPIES
+    cdef Py_ssize_t hist_stride = n_slots * copies
     cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
         max(nblocks, 1) * sizeof(fl_block_result))
     if results == NULL:
@@ -151,7 +154,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         return loss, weight, flags, bad, None
     slots = None
     if n_slots:  # without the scratch slots
-        slots = hist.reshape(n_threads, n_slots, FL_HIST_COPIES).sum(axis=(0, 2))[:-2]
+        slots = hist.reshape(n_threads, n_slots, copies).sum(axis=(0, 2))[:-2]
     return loss, weight, flags, bad, (count, nan_count, lo, hi, slots)
 
 

@@ -19,6 +19,7 @@ import struct
 import sys
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def _read_header(f, where):
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
         shape, fortran, dtype = read(f)
-    except (ValueError, OSError, EOFError, SyntaxError) as e:
+    except (ValueError, OSError, EOFError, SyntaxError, zlib.error, zipfile.BadZipFile) as e:
         raise InputError(f"{where} is not a valid .npy array ({e})") from None
     if dtype.kind not in "biuf":
         raise InputError(f"{where} has the non-numeric dtype {dtype}")
@@ -56,8 +57,10 @@ class _Array:
             path, member = spec.rsplit(":", 1)
         if not os.path.isfile(path):
             raise InputError(f"{path}: no such file")
-        self._stream = None
-        if zipfile.is_zipfile(path):
+        self._stream = self._archive = None
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if is_zip:
             self._open_member(path, member)
         else:
             if member is not None:
@@ -98,7 +101,8 @@ class _Array:
                 self._path, self._offset = path, f.tell()
             self._check_size(info.file_size - (self._offset - start), fortran)
         else:  # np.savez_compressed: decompress as a stream, batch by batch
-            self._stream = zipfile.ZipFile(path).open(info)
+            self._archive = zipfile.ZipFile(path)
+            self._stream = self._archive.open(info)
             self.shape, fortran, self.dtype = _read_header(self._stream, where)
             if fortran and len(self.shape) > 1:
                 raise InputError(f"{where}: Fortran-ordered arrays in compressed archives are "
@@ -122,7 +126,10 @@ class _Array:
         self._next_row += rows
         shape = (rows,) + self._row_shape
         if self._stream is not None:
-            data = self._stream.read(rows * self._row_bytes)
+            try:
+                data = self._stream.read(rows * self._row_bytes)
+            except (zlib.error, EOFError, zipfile.BadZipFile) as e:
+                raise InputError(f"{self.name} is corrupt ({e})") from None
             if len(data) < rows * self._row_bytes:
                 raise InputError(f"{self.name} is truncated")
             return np.frombuffer(data, self.dtype).reshape(shape)
@@ -142,8 +149,9 @@ class _Array:
         return np.frombuffer(mapping, self.dtype, math.prod(shape), begin - base).reshape(shape)
 
     def close(self):
-        if self._stream is not None:
+        if self._archive is not None:
             self._stream.close()
+            self._archive.close()
 
 
 # ---- evaluating ----
@@ -159,8 +167,11 @@ def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None
              progress=None):
     """Update meter with the arrays named by the specs input, target and weight (paths, or
     path.npz:member), batch_size input elements at a time; progress: a stream or None."""
-    sources = [_Array(input), _Array(target)] + ([_Array(weight)] if weight else [])
+    sources = []
     try:
+        for spec in (input, target, weight):
+            if spec:
+                sources.append(_Array(spec))
         x, y = sources[:2]
         for other in sources[1:]:
             if other.rows != x.rows:
@@ -216,7 +227,8 @@ def _text_histogram(m, width=40, max_rows=16):
     if nonzero.size:
         first, last = nonzero[0], nonzero[-1] + 1
         step = max(1, math.ceil((last - first) / max_rows))
-        if m.to_dict()["bins"]["spacing"] == "log":  # whole decades
+        if edges[0] > 0 and np.allclose(np.diff(np.log10(edges)), 1 / LOG_BINS_PER_DECADE):
+            # bins="log": whole decades
             step = LOG_BINS_PER_DECADE * math.ceil(step / LOG_BINS_PER_DECADE)
             first -= first % step
         for lo in range(first, last, step):
@@ -239,9 +251,9 @@ def _report(m, title):
         value = getattr(m, key)
         lines.append(f"  {key:<10} {value:,}" if isinstance(value, int)
                      else f"  {key:<10} {value:.9g}")
-    if m.histogram is not None:
-        lines.append("  histogram (fraction of examples):")
-        lines += _text_histogram(m)
+    histogram = [] if m.histogram is None else _text_histogram(m)
+    if histogram:
+        lines += ["  histogram (fraction of examples):", *histogram]
     return "\n".join(lines)
 
 
@@ -311,15 +323,18 @@ def main(argv=None):
 
 
 def _run(args):
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1; got {args.batch_size:g}")
+    if not 1 <= args.batch_size < 2**63:
+        raise InputError(f"--batch-size must be a number from 1 up; got {args.batch_size:g}")
     bins = None if args.bins == "none" else args.bins
     if bins not in (None, "log"):
         try:
-            bins = int(bins)
+            bins = float(bins)
         except ValueError:
-            raise InputError(f"--bins must be 'log', 'none' or a number; got {bins!r}") \
-                from None
+            bins = math.nan
+        if not (bins.is_integer() and bins > 0):
+            raise InputError(f"--bins must be 'log', 'none' or a number of bins; got "
+                             f"{args.bins!r}")
+        bins = int(bins)
     if args.hist and bins is None:
         raise InputError("--hist needs a histogram: drop --bins none")
     if args.hist:

@@ -4,24 +4,30 @@ Each update is one fused kernel pass (src_c/fl_stats.h): the weighted sum, the s
 count, min, max and the histogram of the per-position losses are accumulated (sums in float64)
 without the losses ever being stored.
 """
+import inspect
 import math
+import sys
 from numbers import Integral
 
 import numpy as np
 
 from . import _kernels, _validate, losses
 
-# Every loss of the package: its kind and the parameters StreamingLoss takes, with defaults.
-# The weight of an update is a sample weight; cross-entropy's `weight` parameter is the class
-# weight of torch.
-LOSSES = {
-    "binary_cross_entropy": ("binary", {}),
-    "binary_cross_entropy_with_logits": ("binary", {"pos_weight": None}),
-    "sigmoid_focal_loss": ("binary", {"alpha": 0.25, "gamma": 2.0}),
-    "cross_entropy": ("softmax", {"weight": None, "ignore_index": -100,
-                                  "label_smoothing": 0.0}),
-    "softmax_focal_loss": ("softmax", {"gamma": 2.0, "weight": None, "ignore_index": -100}),
-}
+def _parameters(kind, function):
+    """A loss function's own parameters and their defaults: what StreamingLoss takes. The
+    weight of an update is a sample weight, so the binary losses' elementwise `weight` is not
+    one of them; cross-entropy's `weight` is its class weight."""
+    fixed = {"input", "target", "reduction", "n_threads", "out"} | (
+        {"weight"} if kind == "binary" else set())
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if name not in fixed}
+
+
+# Every loss of the package: its kind and its parameters, with their defaults.
+LOSSES = {name: (kind, _parameters(kind, getattr(losses, name))) for name, kind in (
+    ("binary_cross_entropy", "binary"), ("binary_cross_entropy_with_logits", "binary"),
+    ("sigmoid_focal_loss", "binary"), ("cross_entropy", "softmax"),
+    ("softmax_focal_loss", "softmax"))}
 
 _ARRAY_PARAMS = ("pos_weight", "weight")
 
@@ -29,6 +35,7 @@ _ARRAY_PARAMS = ("pos_weight", "weight")
 LOG_BINS_RANGE = (-8, 3)
 LOG_BINS_PER_DECADE = 10
 
+# How the kernel guesses a loss's bin (see _Bins).
 _SPACINGS = {"uniform": _kernels.BINS_UNIFORM, "log": _kernels.BINS_LOG,
              "edges": _kernels.BINS_EDGES}
 
@@ -37,31 +44,53 @@ _SPACINGS = {"uniform": _kernels.BINS_UNIFORM, "log": _kernels.BINS_LOG,
 _LOG2_ERROR = 2e-5
 
 
-class _Bins:
-    """Histogram edges and how the kernel guesses a loss's bin before checking the edges."""
+# Most bins a histogram may have (the kernel indexes its counters with ints).
+MAX_BINS = 2**24
+# Histograms up to this many bins keep 8 copies of each counter (see fl_stats.h): they stay in
+# L1, and runs of losses in one bin do not wait on each other's increments.
+_COPIED_BINS = 512
 
-    def __init__(self, edges, spacing):
+
+def _float32_normal(*values):
+    f32 = np.finfo(np.float32)
+    return all(v == 0 or float(f32.tiny) <= abs(v) <= float(f32.max) for v in values)
+
+
+class _Bins:
+    """Histogram edges, and how the kernel guesses a loss's bin before the edges decide
+    (fl_stats.h): from a linear or logarithmic scale, whichever the edges are evenly spaced in
+    (as from np.linspace or np.logspace), else by binary search."""
+
+    def __init__(self, edges):
         self.edges = edges
         self.edges.flags.writeable = False
-        self.spacing = spacing
         n = edges.size - 1
-        if spacing == "edges":  # every loss is searched
-            self.origin, self.scale, self.tol_abs, self.tol_rel = 0.0, 0.0, 1.0, 0.0
-            return
-        x = np.log2(edges) if spacing == "log" else edges
-        self.origin = float(x[0])
-        self.scale = n / float(x[-1] - x[0])
-        # A bound on the error of the kernel's float32 guess g = (x - origin)*scale
-        # (fl_stats.h), in bins: absolute, from the rounding of origin and the error of the
-        # float32 log2 (or the flushing of subnormal losses to 0); relative to g, from the
-        # rounding of each operation and the edges' own deviation from even spacing (0 at the
-        # first edge, which is origin). Twice that.
-        eps, tiny = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny)
-        i = np.arange(1, n + 1)
-        deviation = float(np.max(np.abs((x[1:] - self.origin) * self.scale - i) / i))
-        guess_error = _LOG2_ERROR if spacing == "log" else tiny
-        self.tol_abs = 2 * self.scale * (eps * abs(self.origin) + guess_error)
-        self.tol_rel = 2 * (2 * eps + deviation)
+        self.copy_shift = 3 if n <= _COPIED_BINS else 0
+        self.spacing, self.origin, self.scale, self.tol_abs, self.tol_rel = \
+            "edges", 0.0, 0.0, 1.0, 0.0  # every loss is searched
+        worst = 0.25  # a guess this uncertain sends too many losses to the search anyway
+        for spacing in ("uniform", "log"):
+            if spacing == "log" and not (1e-30 <= edges[0] and edges[-1] <= 1e30):
+                continue  # the kernel's log guess holds for normal floats in between
+            x = np.log2(edges) if spacing == "log" else edges
+            origin, scale = float(x[0]), n / float(x[-1] - x[0])
+            if not (scale > 0 and _float32_normal(origin, scale, x[-1])):
+                continue  # the guess runs in float32
+            # A bound on the error of the kernel's float32 guess g = (x - origin)*scale, in
+            # bins: absolute, from the rounding of origin and the error of the float32 log2 (or
+            # the flushing of subnormal losses to 0); relative to g, from the rounding of each
+            # operation and the edges' own deviation from even spacing (0 at the first edge,
+            # which is origin). Twice that.
+            eps, tiny = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny)
+            i = np.arange(1, n + 1)
+            deviation = float(np.max(np.abs((x[1:] - origin) * scale - i) / i))
+            tol_abs = 2 * scale * (eps * abs(origin) + (_LOG2_ERROR if spacing == "log"
+                                                         else tiny))
+            tol_rel = 2 * (2 * eps + deviation)
+            if tol_abs + tol_rel * (n + 1) < worst:
+                worst = tol_abs + tol_rel * (n + 1)
+                self.spacing, self.origin, self.scale, self.tol_abs, self.tol_rel = \
+                    spacing, origin, scale, tol_abs, tol_rel
 
     @classmethod
     def parse(cls, bins, range):
@@ -76,10 +105,10 @@ class _Bins:
                 raise ValueError("range is only for an int number of bins; bins='log' spans "
                                  f"1e{LOG_BINS_RANGE[0]} to 1e{LOG_BINS_RANGE[1]}")
             lo, hi = LOG_BINS_RANGE
-            return cls(np.logspace(lo, hi, (hi - lo) * LOG_BINS_PER_DECADE + 1), "log")
+            return cls(np.logspace(lo, hi, (hi - lo) * LOG_BINS_PER_DECADE + 1))
         if isinstance(bins, Integral) and not isinstance(bins, (bool, np.bool_)):
-            if bins < 1:
-                raise ValueError(f"bins must be at least 1; got {bins}")
+            if not 1 <= bins <= MAX_BINS:
+                raise ValueError(f"bins must be between 1 and {MAX_BINS}; got {bins}")
             if range is None:
                 raise ValueError("an int number of bins needs range=(lo, hi)")
             try:
@@ -89,37 +118,32 @@ class _Bins:
                     from None
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(f"range must be finite with lo < hi; got {range!r}")
-            return cls(np.linspace(lo, hi, int(bins) + 1), "uniform")
+            return cls(np.linspace(lo, hi, int(bins) + 1))
         if range is not None:
             raise ValueError("range is only for an int number of bins, not with explicit edges")
-        return cls.from_edges(bins, "edges")
+        return cls.from_edges(bins)
 
     @classmethod
-    def from_edges(cls, edges, spacing):
+    def from_edges(cls, edges):
         e = _validate.as_array(edges, "bins")
-        if e.dtype.kind not in "iuf" or e.ndim != 1 or e.size < 2:
-            raise ValueError("bin edges must be a 1-D array of at least 2 numbers; got "
-                             f"shape {e.shape} and dtype {e.dtype}")
+        if e.dtype.kind not in "iuf" or e.ndim != 1 or not 2 <= e.size <= MAX_BINS + 1:
+            raise ValueError(f"bin edges must be a 1-D array of 2 to {MAX_BINS + 1} numbers; "
+                             f"got shape {e.shape} and dtype {e.dtype}")
         e = e.astype(np.float64)
         if not (np.all(np.isfinite(e)) and np.all(np.diff(e) > 0)):
             raise ValueError("bin edges must be finite and strictly increasing")
-        if spacing == "log" and e[0] <= 0:
-            raise ValueError("log-spaced bin edges must be positive")
-        return cls(e, spacing)
+        return cls(e)
 
     def __eq__(self, other):
-        return (isinstance(other, _Bins) and self.spacing == other.spacing
-                and np.array_equal(self.edges, other.edges))
-
-    def kernel_statistics(self, sample_weight):
-        return _kernels.Statistics(self.edges, _SPACINGS[self.spacing], self.origin,
-                                   self.scale, self.tol_abs, self.tol_rel, *sample_weight)
+        return isinstance(other, _Bins) and np.array_equal(self.edges, other.edges)
 
 
 def _statistics(bins, sample_weight):
+    """The kernel's statistics arguments for these bins (None: no histogram)."""
     if bins is None:
-        return _kernels.Statistics(None, 0, 0.0, 0.0, 0.0, 0.0, *sample_weight)
-    return bins.kernel_statistics(sample_weight)
+        return _kernels.Statistics(None, 0, 0.0, 0.0, 0.0, 0.0, 0, *sample_weight)
+    return _kernels.Statistics(bins.edges, _SPACINGS[bins.spacing], bins.origin, bins.scale,
+                               bins.tol_abs, bins.tol_rel, bins.copy_shift, *sample_weight)
 
 
 def _json_float(x):
@@ -131,7 +155,7 @@ def _json_float(x):
 def _from_json_float(x, key):
     if isinstance(x, str) and x in ("nan", "inf", "-inf"):
         return float(x)
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) <= sys.float_info.max:
         return float(x)
     raise ValueError(f"not a StreamingLoss state: {key} must be a number; got {x!r}")
 
@@ -235,9 +259,9 @@ class StreamingLoss:
             batch = self._binary_batch(input, target, weight, n_threads)
         else:
             batch = self._softmax_batch(input, target, weight, n_threads)
-        if batch is None:
-            return self
-        total, weight_sum, (count, nan_count, lo, hi, slots) = batch
+        # Only now, after every check has passed, does the state change.
+        total, weight_sum, (count, nan_count, lo, hi, slots), n_classes = batch
+        self._n_classes = n_classes
         self._sum += total
         self._weight_sum += weight_sum
         self._count += count
@@ -253,13 +277,13 @@ class StreamingLoss:
             input, target, weight, self._params.get("pos_weight"))
         threads = _validate.thread_count(n_threads, x.size)
         if not x.size:
-            return None
+            return 0.0, 0.0, (0, 0, math.inf, -math.inf, None), None
         focal = {k: self._params[k] for k in ("alpha", "gamma") if k in self._params}
         total, flags, weight_sum, stats = _kernels.binary_loss(
             self._loss, _validate.flat(x), _validate.flat(y), target_type, None, 1, 1, *pw,
             None, threads, stats=_statistics(self._bins, w), **focal)
         losses._check_flags(flags)
-        return total, weight_sum, stats
+        return total, weight_sum, stats, None
 
     def _softmax_batch(self, input, target, weight, n_threads):
         gamma = self._params.get("gamma", 0.0)
@@ -283,15 +307,14 @@ class StreamingLoss:
             s = np.ascontiguousarray(s, x.dtype).reshape(-1)
             sample_weight = (s, max(s.size, 1), 1)
         threads = _validate.thread_count(n_threads, x.size)
-        self._n_classes = n_classes
         if not n * n_spatial:
-            return None
+            return 0.0, 0.0, (0, 0, math.inf, -math.inf, None), n_classes
         total, weight_sum, bad, flags, stats = _kernels.cross_entropy_loss(
             x, t, target_type, w, ignore, eps, None, threads, gamma != 0, gamma,
             stats=_statistics(self._bins, sample_weight))
         losses._check_indices(bad, t)
         losses._check_flags(flags)
-        return total, weight_sum, stats
+        return total, weight_sum, stats, n_classes
 
     def merge(self, other):
         """Fold the state of other (a StreamingLoss of the same loss, parameters and bins) into
@@ -398,7 +421,7 @@ class StreamingLoss:
         "nan", "inf", "-inf"), for :meth:`from_dict` in another process."""
         bins = hist = None
         if self._bins is not None:
-            bins = {"spacing": self._bins.spacing, "edges": self._bins.edges.tolist()}
+            bins = {"edges": self._bins.edges.tolist()}
             hist = {"counts": self._slots[1:-1].tolist(), "underflow": self.underflow,
                     "overflow": self.overflow}
         return {"loss": self._loss, "params": self._json_params(), "bins": bins,
@@ -410,37 +433,53 @@ class StreamingLoss:
     @classmethod
     def from_dict(cls, state):
         """A StreamingLoss from :meth:`to_dict`'s output. Raises ValueError (or what the
-        constructor raises) for anything else."""
+        constructor raises for the loss and its parameters) for anything else."""
+        def invalid(why):
+            return ValueError(f"not a StreamingLoss state: {why}")
+
+        def count(value, key):
+            if not (isinstance(value, int) and not isinstance(value, bool)
+                    and 0 <= value < 2**63):
+                raise invalid(f"{key} must be an int >= 0; got {value!r}")
+            return value
+
         keys = {"loss", "params", "bins", "n_classes", "count", "nan_count", "sum",
                 "weight_sum", "min", "max", "histogram"}
         if not isinstance(state, dict) or set(state) != keys:
             got = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"not a StreamingLoss state: expected the keys {sorted(keys)}; "
-                             f"got {got}")
-        if not isinstance(state["params"], dict):
-            raise ValueError("not a StreamingLoss state: params must be a dict")
-        m = cls(state["loss"], **state["params"])
+            raise invalid(f"expected the keys {sorted(keys)}; got {got}")
+        loss, params = state["loss"], state["params"]
+        if loss not in LOSSES:
+            raise invalid(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        if not isinstance(params, dict) or set(params) != set(LOSSES[loss][1]):
+            raise invalid(f"params of {loss} must have the keys {list(LOSSES[loss][1])}; "
+                          f"got {params!r}")
+        m = cls(loss, **params)
         bins, hist = state["bins"], state["histogram"]
         if (bins is None) != (hist is None):
-            raise ValueError("not a StreamingLoss state: bins and histogram go together")
+            raise invalid("bins and histogram go together")
+        m._count = count(state["count"], "count")
+        m._nan_count = count(state["nan_count"], "nan_count")
         if bins is not None:
-            if not isinstance(bins, dict) or bins.get("spacing") not in _SPACINGS:
-                raise ValueError(f"not a StreamingLoss state: bins must have a spacing of "
-                                 f"{list(_SPACINGS)} and edges")
-            m._bins = _Bins.from_edges(bins.get("edges"), bins["spacing"])
-            counts = [hist.get("underflow"), *hist.get("counts", ()), hist.get("overflow")]
-            if len(counts) != m._bins.edges.size + 1 or not all(
-                    isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-                raise ValueError("not a StreamingLoss state: the histogram needs one "
-                                 "non-negative int count per bin, underflow and overflow")
-            m._slots = np.array(counts, np.int64)
-        for key in ("count", "nan_count"):
-            if not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0:
-                raise ValueError(f"not a StreamingLoss state: {key} must be an int >= 0")
+            if not (isinstance(bins, dict) and set(bins) == {"edges"} and isinstance(hist, dict)
+                    and set(hist) == {"counts", "underflow", "overflow"}
+                    and isinstance(hist["counts"], list)):
+                raise invalid("bins must be {'edges': [...]} and histogram {'counts': [...], "
+                              "'underflow': int, 'overflow': int}")
+            m._bins = _Bins.from_edges(bins["edges"])
+            slots = [hist["underflow"], *hist["counts"], hist["overflow"]]
+            if len(slots) != m._bins.edges.size + 1:
+                raise invalid("the histogram needs one count per bin")
+            m._slots = np.array([count(c, "a histogram count") for c in slots], np.int64)
+            if m._slots.sum() + m._nan_count != m._count:
+                raise invalid("the histogram's counts, with nan_count, must add up to count")
         n_classes = state["n_classes"]
-        if n_classes is not None and (not isinstance(n_classes, int) or n_classes < 1):
-            raise ValueError("not a StreamingLoss state: n_classes must be None or an int >= 1")
-        m._count, m._nan_count, m._n_classes = state["count"], state["nan_count"], n_classes
+        if n_classes is not None and (LOSSES[loss][0] == "binary" or count(
+                n_classes, "n_classes") < 1):
+            raise invalid("n_classes must be None (binary losses) or an int >= 1")
+        m._n_classes = n_classes
         for key in ("sum", "weight_sum", "min", "max"):
             setattr(m, "_" + key, _from_json_float(state[key], key))
+        if not m._weight_sum >= 0:
+            raise invalid(f"weight_sum must be >= 0; got {m._weight_sum}")
         return m

@@ -13,15 +13,15 @@
  * np.histogram). Counter slot 0 counts the losses below edges[0] (underflow), slot i + 1 bin i,
  * slot n_bins + 1 those above the last edge (overflow); nan losses are in nan_count only. Two
  * more slots are scratch: FL_SLOT_SKIP (nan, ignored positions) and FL_SLOT_NEAR (losses whose
- * slot is being searched). Each slot has FL_HIST_COPIES adjacent counters, used in turn, so that
- * runs of equal slots do not wait on each other's increments.
+ * slot is being searched). Each slot has 2^copy_shift adjacent counters, used in turn, so that
+ * runs of equal slots do not wait on each other's increments (8 copies are worth it while the
+ * counters stay in L1: the caller chooses).
  */
 #ifndef FL_STATS_H
 #define FL_STATS_H
 
 #include "fl_block.h"
 
-#define FL_HIST_COPIES 8
 #define FL_HIST_SLOTS(n_bins) ((n_bins) + 4) /* counter slots, scratch included */
 #define FL_SLOT_SKIP(n_bins) ((n_bins) + 2)
 #define FL_SLOT_NEAR(n_bins) ((n_bins) + 3)
@@ -40,6 +40,7 @@ typedef struct {
      * fl_log2_coarse_f32's error, the edges' deviation from even spacing) that the caller
      * computes; losses closer to a boundary are placed by binary search. */
     double origin, scale, tol_abs, tol_rel;
+    int copy_shift;      /* 2^copy_shift counters per slot */
     fl_operand sample_weight;  /* of the input's type; data NULL: all 1 */
 } fl_stats;
 

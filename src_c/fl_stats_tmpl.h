@@ -22,8 +22,8 @@ FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t star
 }
 
 /* Each loss's counter (index into r->hist, copy included), computed in float32 and vectorized:
- * the slot guessed from g (see fl_stats.h), FL_SLOT_NEAR when g is within the tolerance of a bin boundary
- * (the caller then searches the edges), FL_SLOT_SKIP for nan and positions without a loss.
+ * the slot guessed from g (see fl_stats.h), FL_SLOT_NEAR when g is within the tolerance of a
+ * bin boundary (the caller then searches the edges), FL_SLOT_SKIP for nan and positions without a loss.
  * Returns whether any was near. spacing and has_rows are constants after inlining. */
 FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
                                   const int *restrict row, ptrdiff_t n, int *restrict counter,
@@ -31,8 +31,9 @@ FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
     const float origin = (float)st->origin, scale = (float)st->scale;
     const float tol_abs = (float)st->tol_abs, tol_rel = (float)st->tol_rel;
     const float top = (float)st->n_bins + 0.5f;
-    const int skip = FL_SLOT_SKIP(st->n_bins) * FL_HIST_COPIES;
-    const int near_slot = FL_SLOT_NEAR(st->n_bins) * FL_HIST_COPIES;
+    const int shift = st->copy_shift, copy_mask = (1 << shift) - 1;
+    const int skip = (int)FL_SLOT_SKIP(st->n_bins) << shift;
+    const int near_slot = (int)FL_SLOT_NEAR(st->n_bins) << shift;
     int any_near = 0;
 #pragma omp simd reduction(| : any_near)
     for (int k = 0; k < (int)n; k++) { /* int lanes: n <= FL_CHUNK */
@@ -56,7 +57,7 @@ FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
         int slot = (int)whole + 1;
         int on = has_rows ? (row[k] >= 0) & (v == v) : v == v;
         any_near |= near & on;
-        int i = near ? near_slot : slot * FL_HIST_COPIES + (k & (FL_HIST_COPIES - 1));
+        int i = near ? near_slot : (slot << shift) + (k & copy_mask);
         counter[k] = on ? i : skip;
     }
     return any_near;
@@ -108,15 +109,16 @@ FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
     else if (st->spacing == FL_BINS_LOG)
         any_near = FL_S(fl_hist_guess)(st, l, row, n, counter, FL_BINS_LOG, has_rows);
     else
-        for (ptrdiff_t k = 0; k < n; k++) counter[k] = FL_SLOT_NEAR(st->n_bins) * FL_HIST_COPIES;
+        for (ptrdiff_t k = 0; k < n; k++)
+            counter[k] = (int)FL_SLOT_NEAR(st->n_bins) << st->copy_shift;
     long long *h = r->hist;
     for (ptrdiff_t k = 0; k < n; k++) h[counter[k]]++;
     if (!any_near) return;
     /* the losses near a boundary (all of them with explicit edges): search the edges */
-    const ptrdiff_t near_slot = FL_SLOT_NEAR(st->n_bins) * FL_HIST_COPIES;
+    const ptrdiff_t near_slot = FL_SLOT_NEAR(st->n_bins) << st->copy_shift;
     for (ptrdiff_t k = 0; k < n; k++) {
         if (counter[k] != near_slot || l[k] != l[k] || (has_rows && row[k] < 0)) continue;
         h[near_slot]--;
-        h[fl_hist_slot(st, (double)l[k]) * FL_HIST_COPIES]++;
+        h[fl_hist_slot(st, (double)l[k]) << st->copy_shift]++;
     }
 }

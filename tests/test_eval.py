@@ -63,7 +63,7 @@ def test_npz_members_stored_and_compressed(data, capsys):
                    (f"{d}/c.npz:logits", f"{d}/c.npz:labels"),
                    (d / "one.npz", d / "y.npy")):
         code, _, err = run(capsys, "sigmoid_focal_loss", "--input", xs, "--target", ys,
-                           "--bins", 20, "--range", 0, 2, "--batch-size", 777,
+                           "--bins", "2e1", "--range", 0, 2, "--batch-size", 777,
                            "--json", d / "o.json")
         got = json.loads((d / "o.json").read_text())
         assert (code, err) == (0, "")
@@ -150,18 +150,22 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_file(tmp_path):
     ("objects", "non-numeric dtype object"),
     ("truncated", "is truncated: its header promises 1,200 bytes of data, the file holds 600"),
     ("not_npy", "is not a valid .npy array"),
-    ("compressed_truncated", "truncated"),
+    ("compressed_corrupt", "c.npz:y is not a valid .npy array (Error -3 while decompressing"),
+    ("compressed_corrupt_data", "c.npz:y is corrupt ("),
     ("member", "has no array 'nope'; it has a"),
     ("members", "holds 2 arrays (a, b): name one as"),
     ("scalar", "0-d: it needs at least one dimension"),
     ("range", "target should be between 0 and 1"),
     ("param", "binary_cross_entropy_with_logits takes no parameter gamma"),
     ("bins", "an int number of bins needs range=(lo, hi)"),
-    ("bins_word", "--bins must be 'log', 'none' or a number"),
+    ("bins_word", "--bins must be 'log', 'none' or a number of bins; got 'many'"),
+    ("bins_fraction", "--bins must be 'log', 'none' or a number of bins; got '2.5'"),
     ("weight", "weight should be finite and non-negative"),
     ("weight_shape", "the weights must have the loss's shape (100, 3) or one per row (100,)"),
     ("classes", "reads rows of classes"),
-    ("batch", "--batch-size must be at least 1"),
+    ("batch", "--batch-size must be a number from 1 up; got 0"),
+    ("batch_inf", "--batch-size must be a number from 1 up; got inf"),
+    ("batch_nan", "--batch-size must be a number from 1 up; got nan"),
 ])
 def test_bad_files_and_options_give_one_line(tmp_path, capsys, case, message):
     x = np.zeros((100, 3), np.float32)
@@ -192,17 +196,20 @@ def test_bad_files_and_options_give_one_line(tmp_path, capsys, case, message):
     elif case == "not_npy":
         bad.write_bytes(b"hello, this is not an array" * 10)
         target(bad)
-    elif case == "compressed_truncated":
+    elif case == "compressed_corrupt":
         np.savez_compressed(tmp_path / "c.npz", y=np.random.default_rng(0).random((100, 3)))
-        raw = (tmp_path / "c.npz").read_bytes()
-        with zipfile.ZipFile(tmp_path / "c.npz") as z:
-            info = z.getinfo("y.npy")
-        cut = bytearray(raw)
-        start = info.header_offset + 30 + len("y.npy") + 200  # inside the compressed data
-        cut[start:start + 400] = bytes(400)
-        (tmp_path / "c.npz").write_bytes(bytes(cut))
+        raw = bytearray((tmp_path / "c.npz").read_bytes())
+        raw[300:600] = np.random.default_rng(1).bytes(300)  # inside the compressed data
+        (tmp_path / "c.npz").write_bytes(bytes(raw))
         target(f"{tmp_path / 'c.npz'}:y")
-        message = ""
+    elif case == "compressed_corrupt_data":
+        big = np.random.default_rng(0).random((20_000, 3))
+        np.save(tmp_path / "x.npy", big)
+        np.savez_compressed(tmp_path / "c.npz", y=big)
+        raw = bytearray((tmp_path / "c.npz").read_bytes())
+        raw[len(raw) // 2:len(raw) // 2 + 300] = np.random.default_rng(1).bytes(300)
+        (tmp_path / "c.npz").write_bytes(bytes(raw))
+        target(f"{tmp_path / 'c.npz'}:y")
     elif case == "member":
         np.savez(tmp_path / "d.npz", a=x)
         target(f"{tmp_path / 'd.npz'}:nope")
@@ -221,6 +228,8 @@ def test_bad_files_and_options_give_one_line(tmp_path, capsys, case, message):
         args += ["--bins", "10"]
     elif case == "bins_word":
         args += ["--bins", "many"]
+    elif case == "bins_fraction":
+        args += ["--bins", "2.5", "--range", "0", "1"]
     elif case == "weight":
         np.save(bad, -np.ones(100, np.float32))
         args += ["--weight", bad]
@@ -231,8 +240,8 @@ def test_bad_files_and_options_give_one_line(tmp_path, capsys, case, message):
         np.save(tmp_path / "t.npy", np.zeros(3, np.int64))
         args = ["cross_entropy", "--input", tmp_path / "x.npy", "--target", tmp_path / "t.npy"]
         np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
-    elif case == "batch":
-        args += ["--batch-size", "0"]
+    elif case.startswith("batch"):
+        args += ["--batch-size", {"batch": "0", "batch_inf": "inf", "batch_nan": "nan"}[case]]
     code, out, err = run(capsys, *args)
     assert code == 1 and out == ""
     assert err.startswith("fastloss eval: error: ") and err.count("\n") == 1, err

@@ -279,13 +279,14 @@ def _state(m):
     (("cross_entropy",), {"label_smoothing": 2.0}, ValueError, "label_smoothing"),
     (("cross_entropy",), {"bins": "linear"}, ValueError, "bins must be an int, an array"),
     (("cross_entropy",), {"bins": 10}, ValueError, r"needs range=\(lo, hi\)"),
-    (("cross_entropy",), {"bins": 0, "range": (0, 1)}, ValueError, "at least 1"),
+    (("cross_entropy",), {"bins": 0, "range": (0, 1)}, ValueError, "between 1 and 16777216"),
+    (("cross_entropy",), {"bins": 2**24 + 1, "range": (0, 1)}, ValueError, "between 1 and"),
     (("cross_entropy",), {"bins": 10, "range": (1, 1)}, ValueError, "lo < hi"),
     (("cross_entropy",), {"bins": 10, "range": "ab"}, TypeError, "pair of numbers"),
     (("cross_entropy",), {"bins": "log", "range": (0, 1)}, ValueError, "only for an int"),
     (("cross_entropy",), {"range": (0, 1)}, ValueError, "without bins"),
     (("cross_entropy",), {"bins": [1.0, 1.0, 2.0]}, ValueError, "strictly increasing"),
-    (("cross_entropy",), {"bins": [1.0]}, ValueError, "at least 2"),
+    (("cross_entropy",), {"bins": [1.0]}, ValueError, "1-D array of 2 to"),
     (("cross_entropy",), {"bins": [0.0, np.nan]}, ValueError, "finite"),
 ])
 def test_construction_errors(args, kwargs, error, match):
@@ -295,6 +296,11 @@ def test_construction_errors(args, kwargs, error, match):
 
 def test_update_errors_leave_the_state_unchanged():
     rng = np.random.default_rng(9)
+    first = StreamingLoss("cross_entropy")
+    with pytest.raises(IndexError):  # a failed first batch does not fix the number of classes
+        first.update(np.zeros((3, 4)), np.array([0, 7, 1]))
+    first.update(np.zeros((3, 5)), np.array([0, 1, 1]))
+    assert first.count == 3
     m = StreamingLoss("cross_entropy", bins="log")
     m.update(rng.standard_normal((10, 4)), rng.integers(0, 4, 10))
     before = _state(m)
@@ -343,15 +349,62 @@ def test_merge_errors():
     (lambda d: d.pop("sum"), "expected the keys"),
     (lambda d: d.update(count=-1), "count must be an int"),
     (lambda d: d.update(sum=[1]), "sum must be a number"),
-    (lambda d: d["histogram"].update(counts=[1, 2]), "one non-negative int count per bin"),
+    (lambda d: d["histogram"].update(counts=[1, 2]), "the histogram needs one count per bin"),
     (lambda d: d.update(bins=None), "bins and histogram go together"),
-    (lambda d: d["bins"].update(spacing="cubic"), "spacing"),
+    (lambda d: d["bins"].update(spacing="log"), "bins must be {'edges'"),
+    (lambda d: d.update(histogram=[1, 2, 3]), "bins must be {'edges'"),
     (lambda d: d.update(loss="hinge"), "unknown loss"),
+    (lambda d: d["params"].update(bins="log"), "params of binary_cross_entropy must have"),
+    (lambda d: d.update(nan_count=1), "must add up to count"),
+    (lambda d: d["histogram"].update(underflow=2**70), "must be an int >= 0"),
+    (lambda d: d.update(weight_sum=-1.0), "weight_sum must be >= 0"),
+    (lambda d: d.update(sum=10**400), "sum must be a number"),
+    (lambda d: d.update(n_classes=3), "n_classes must be None"),
 ])
 def test_from_dict_rejects_malformed_states(change, match):
-    state = StreamingLoss("binary_cross_entropy", bins=3, range=(0, 1)).to_dict()
+    state = StreamingLoss("binary_cross_entropy", bins=3, range=(0, 1)).update(
+        np.array([0.5, 0.2]), np.array([1.0, 0.0])).to_dict()
     change(state)
     with pytest.raises(ValueError, match=match):
         StreamingLoss.from_dict(state)
     with pytest.raises(ValueError, match="not a StreamingLoss state"):
         StreamingLoss.from_dict([1, 2])
+
+
+@pytest.mark.parametrize("bins, kw", [
+    (np.logspace(-8, 3, 111), {}),                      # explicit edges: guessed like "log"
+    (np.linspace(-1.0, 3.0, 9), {}),                    # ... and like an int number of bins
+    (np.array([0.0, 0.1, 0.5, 2.0, 10.0]), {}),         # uneven: binary search
+    (10, {"range": (0.0, 1e300)}),                      # beyond float32: binary search
+    (10, {"range": (1e39, 2e39)}),
+    (7, {"range": (1e-42, 1e-40)}),                     # subnormal float32 edges
+    (100_000, {"range": (0.0, 20.0)}),                  # many bins: one counter copy each
+    (5, {"range": (1e6, 1e6 + 1e-3)}),                  # a huge origin for the width
+])
+def test_histogram_is_exact_for_any_edges(simd_path, bins, kw):
+    rng = np.random.default_rng(10)
+    m = StreamingLoss("binary_cross_entropy_with_logits", bins=bins, **kw)
+    edges = m.histogram[1]
+    # losses softplus(-x) on, around and between the edges, in float64
+    inner = rng.uniform(edges[0], edges[-1], 5000)
+    around = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
+                             edges * (1 + 1e-7), edges * (1 - 1e-7)])
+    v = np.concatenate([inner, around, [0.0, 1e-300, edges[-1] * 2]])
+    v = v[v > 0]
+    with np.errstate(over="ignore"):  # softplus(-x) == v up to rounding; the kernel bins its own
+        x = -np.log(np.expm1(v))
+    x = x[np.isfinite(x)]
+    m.update(x, np.ones_like(x))
+    got = fastloss.binary_cross_entropy_with_logits(x, np.ones_like(x), reduction="none")
+    np.testing.assert_array_equal(m.histogram[0], np.histogram(got, edges)[0])
+    assert m.underflow == np.sum(got < edges[0]) and m.overflow == np.sum(got > edges[-1])
+
+
+def test_explicit_log_edges_are_as_fast_as_log_bins():
+    """Explicit edges that are evenly spaced in log (or linear) scale take the arithmetic
+    guess, not the binary search: the same kernel arguments as bins="log"."""
+    from fastloss.streaming import _Bins
+    explicit = _Bins.parse(np.logspace(-8, 3, 111), None)
+    assert (explicit.spacing, explicit.scale) == ("log", _Bins.parse("log", None).scale)
+    assert _Bins.parse(np.linspace(0, 1, 11), None).spacing == "uniform"
+    assert _Bins.parse([0.0, 0.1, 0.5, 2.0], None).spacing == "edges"
