@@ -23,8 +23,8 @@ FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t star
 
 /* Each loss's counter (index into r->hist, copy included), computed in float32 and vectorized:
  * the slot guessed from g (see fl_stats.h), FL_SLOT_NEAR when g is within the tolerance of a
- * bin boundary (the caller then searches the edges), FL_SLOT_SKIP for nan and positions without a loss.
- * Returns whether any was near. spacing and has_rows are constants after inlining. */
+ * bin boundary (the caller then searches the edges), FL_SLOT_SKIP for nan and positions
+ * without a loss. Returns whether any was near. spacing and has_rows are constants after inlining. */
 FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
                                   const int *restrict row, ptrdiff_t n, int *restrict counter,
                                   const int spacing, const int has_rows) {
