@@ -40,7 +40,7 @@ typedef struct {
      * fl_log2_coarse_f32's error, the edges' deviation from even spacing) that the caller
      * computes; losses closer to a boundary are placed by binary search. */
     double origin, scale, tol_abs, tol_rel;
-    int copy_shift;      /* 2^copy_shift counters per slot */
+    int copy_shift;      /* 2^copy_shift counters per slot: 3 or 0 */
     fl_operand sample_weight;  /* of the input's type; data NULL: all 1 */
 } fl_stats;
 

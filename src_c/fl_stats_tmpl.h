@@ -24,14 +24,15 @@ FL_INLINE const FL_T *FL_S(fl_read_operand)(const fl_operand *op, ptrdiff_t star
 /* Each loss's counter (index into r->hist, copy included), computed in float32 and vectorized:
  * the slot guessed from g (see fl_stats.h), FL_SLOT_NEAR when g is within the tolerance of a
  * bin boundary (the caller then searches the edges), FL_SLOT_SKIP for nan and positions
- * without a loss. Returns whether any was near. spacing and has_rows are constants after inlining. */
+ * without a loss. Returns whether any was near. spacing, shift (st->copy_shift) and has_rows
+ * are constants after inlining. */
 FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
                                   const int *restrict row, ptrdiff_t n, int *restrict counter,
-                                  const int spacing, const int has_rows) {
+                                  const int spacing, const int shift, const int has_rows) {
     const float origin = (float)st->origin, scale = (float)st->scale;
     const float tol_abs = (float)st->tol_abs, tol_rel = (float)st->tol_rel;
     const float top = (float)st->n_bins + 0.5f;
-    const int shift = st->copy_shift, copy_mask = (1 << shift) - 1;
+    const int copy_mask = (1 << shift) - 1;
     const int skip = (int)FL_SLOT_SKIP(st->n_bins) << shift;
     const int near_slot = (int)FL_SLOT_NEAR(st->n_bins) << shift;
     int any_near = 0;
@@ -56,8 +57,8 @@ FL_INLINE int FL_S(fl_hist_guess)(const fl_stats *st, const FL_T *restrict l,
         int near = (frac < tol) | (frac > 1.0f - tol);
         int slot = (int)whole + 1;
         int on = has_rows ? (row[k] >= 0) & (v == v) : v == v;
-        any_near |= near & on;
         int i = near ? near_slot : (slot << shift) + (k & copy_mask);
+        any_near |= near & on;
         counter[k] = on ? i : skip;
     }
     return any_near;
@@ -73,11 +74,10 @@ FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
                                     const int has_s, const int has_rows) {
     double sum = 0, weight = 0;
     FL_T lo = (FL_T)INFINITY, hi = -(FL_T)INFINITY;
-    ptrdiff_t count = 0, nans = 0;
-    int bad_s = 0;
+    int count = 0, nans = 0, bad_s = 0; /* int lanes: n <= FL_CHUNK */
 #pragma omp simd reduction(+ : sum, weight, count, nans) reduction(min : lo) \
     reduction(max : hi) reduction(| : bad_s)
-    for (ptrdiff_t k = 0; k < n; k++) {
+    for (int k = 0; k < (int)n; k++) {
         FL_T v = l[k];
         int on = has_rows ? row[k] >= 0 : 1;
         if (has_s) bad_s |= !(s[k] >= 0) | (s[k] > FL_MAX);
@@ -102,23 +102,31 @@ FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
     r->flags |= bad_s ? FL_BAD_WEIGHT : 0;
     if (st->edges == NULL) return;
 
+    /* each loss's counter, guessed (vectorized) where the spacing allows, then counted; the
+     * losses near a boundary (all of them with explicit edges) then search the edges */
     int counter[FL_CHUNK];
+    const int shift = st->copy_shift;
+    const int skip = (int)FL_SLOT_SKIP(st->n_bins) << shift;
+    const int near_slot = (int)FL_SLOT_NEAR(st->n_bins) << shift;
     int any_near = 1;
+#define FL_GUESS(spacing)                                                                  \
+    (shift ? FL_S(fl_hist_guess)(st, l, row, n, counter, spacing, 3, has_rows)             \
+           : FL_S(fl_hist_guess)(st, l, row, n, counter, spacing, 0, has_rows))
     if (st->spacing == FL_BINS_UNIFORM)
-        any_near = FL_S(fl_hist_guess)(st, l, row, n, counter, FL_BINS_UNIFORM, has_rows);
+        any_near = FL_GUESS(FL_BINS_UNIFORM);
     else if (st->spacing == FL_BINS_LOG)
-        any_near = FL_S(fl_hist_guess)(st, l, row, n, counter, FL_BINS_LOG, has_rows);
+        any_near = FL_GUESS(FL_BINS_LOG);
     else
         for (ptrdiff_t k = 0; k < n; k++)
-            counter[k] = (int)FL_SLOT_NEAR(st->n_bins) << st->copy_shift;
+            counter[k] = l[k] == l[k] && !(has_rows && row[k] < 0) ? near_slot : skip;
+#undef FL_GUESS
     long long *h = r->hist;
+#pragma GCC unroll 8
     for (ptrdiff_t k = 0; k < n; k++) h[counter[k]]++;
     if (!any_near) return;
-    /* the losses near a boundary (all of them with explicit edges): search the edges */
-    const ptrdiff_t near_slot = FL_SLOT_NEAR(st->n_bins) << st->copy_shift;
     for (ptrdiff_t k = 0; k < n; k++) {
-        if (counter[k] != near_slot || l[k] != l[k] || (has_rows && row[k] < 0)) continue;
+        if (counter[k] != near_slot) continue;
         h[near_slot]--;
-        h[fl_hist_slot(st, (double)l[k]) << st->copy_shift]++;
+        h[fl_hist_slot(st, (double)l[k]) << shift]++;
     }
 }
