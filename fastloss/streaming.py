@@ -186,9 +186,10 @@ class StreamingLoss:
     Histogram (``bins``): counts of loss values, unweighted, in bins [e_i, e_i+1) (the last one
     closed, as ``np.histogram``), with values below the first edge counted in ``underflow`` and
     above the last in ``overflow``. ``bins`` is an int with ``range=(lo, hi)`` (evenly spaced),
-    an increasing array of edges, or ``"log"``: 10 bins per decade from 1e-8 to 1e3. Int and
-    "log" bins are computed arithmetically (the edges decide near a boundary); explicit edges
-    by binary search, which is slower.
+    an increasing array of at most 2**24 + 1 edges, or ``"log"``: 10 bins per decade from 1e-8
+    to 1e3. Edges evenly spaced in linear or log scale (int and "log" bins, np.linspace,
+    np.logspace) place losses arithmetically (the edges decide near a boundary); other edges by
+    binary search, which is several times slower.
 
     Raises
     ------
