@@ -63,7 +63,6 @@ class _Bins:
 
     def __init__(self, edges):
         self.edges = edges
-        self.edges.flags.writeable = False
         n = edges.size - 1
         self.copy_shift = 3 if n <= _COPIED_BINS else 0
         self.spacing, self.origin, self.scale, self.tol_abs, self.tol_rel = \
@@ -146,6 +145,14 @@ def _statistics(bins, sample_weight):
                                bins.tol_abs, bins.tol_rel, bins.copy_shift, *sample_weight)
 
 
+def _read_only(a):
+    """A read-only view of a: what a meter shows of its own arrays (a pickled copy's arrays
+    come back writable)."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _json_float(x):
     """A float for strict JSON: non-finite values as the strings "nan", "inf", "-inf"."""
     x = float(x)
@@ -181,7 +188,8 @@ class StreamingLoss:
 
     ``count`` is the number of loss values, ``nan_count`` those that are nan (they make sum and
     mean nan and are left out of min, max and the histogram); ``min`` and ``max`` are nan while
-    there are none.
+    there are none. count, min, max and the histogram include every loss value, whatever its
+    sample weight (0 too).
 
     Histogram (``bins``): counts of loss values, unweighted, in bins [e_i, e_i+1) (the last one
     closed, as ``np.histogram``), with values below the first edge counted in ``underflow`` and
@@ -217,7 +225,8 @@ class StreamingLoss:
                 if a.dtype.kind not in "biuf":
                     raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
                 a = a.astype(np.float64)  # a private copy: later changes to theirs do not leak
-                a.flags.writeable = False
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"{name} must be finite")
                 self._params[name] = a
         if "gamma" in self._params:
             self._params["gamma"] = _validate.focal_gamma(self._params["gamma"])
@@ -357,8 +366,9 @@ class StreamingLoss:
 
     @property
     def params(self):
-        """The loss's parameters (arrays as read-only float64 copies)."""
-        return dict(self._params)
+        """The loss's parameters (arrays as read-only float64 arrays)."""
+        return {k: _read_only(v) if isinstance(v, np.ndarray) else v
+                for k, v in self._params.items()}
 
     @property
     def sum(self):
@@ -395,7 +405,7 @@ class StreamingLoss:
         """(counts, edges) as NumPy arrays (int64, float64), or None without bins."""
         if self._bins is None:
             return None
-        return self._slots[1:-1].copy(), self._bins.edges
+        return self._slots[1:-1].copy(), _read_only(self._bins.edges)
 
     @property
     def underflow(self):

@@ -2,6 +2,7 @@
 batching and merging, serialization, errors."""
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -258,13 +259,18 @@ def test_reset_and_empty_state():
     assert m.count == 0
 
 
-def test_parameters_are_private_copies():
+def test_parameters_and_edges_are_private_and_read_only():
     pw = np.array([1.0, 2.0])
-    m = StreamingLoss("binary_cross_entropy_with_logits", pos_weight=pw)
+    m = StreamingLoss("binary_cross_entropy_with_logits", pos_weight=pw, bins="log")
     pw[0] = 100.0
     assert m.params["pos_weight"].tolist() == [1.0, 2.0]
-    with pytest.raises(ValueError):
-        m.params["pos_weight"][0] = 5.0
+    for copy in (m, pickle.loads(pickle.dumps(m))):  # as dask ships meters between processes
+        with pytest.raises(ValueError, match="read-only"):
+            copy.params["pos_weight"][0] = 5.0
+        with pytest.raises(ValueError, match="read-only"):
+            copy.histogram[1][0] = 5.0
+    with pytest.raises(ValueError, match="pos_weight must be finite"):
+        StreamingLoss("binary_cross_entropy_with_logits", pos_weight=[1.0, np.nan])
 
 
 def _state(m):
