@@ -1,0 +1,527 @@
+"""fastloss over Dask arrays: the losses of arrays larger than one machine, chunk by chunk, on
+any Dask scheduler (a dask.distributed cluster included), with the in-memory results.
+
+Each aligned block of (input, target, weight) is one task that runs the in-memory kernels and
+returns a small partial state: a :class:`~fastloss.StreamingLoss` (float64 sums, counts, min,
+max, histogram). The partial states are merged by a tree reduction (``split_every`` of them per
+task), so for ``evaluate`` and for ``reduction="mean"``/``"sum"`` no task ever returns, and the
+scheduler never holds, per-element losses: a worker needs memory for the few blocks it works on.
+
+Chunks of input, target and weight need not match: they are unified (rechunked to their common
+refinement) first. The class axis of the softmax losses, and the input axes along which a
+``pos_weight`` varies, are made one chunk, so that each block holds whole rows.
+
+Kernel threads per task (``n_threads=None``): 1 wherever Dask runs several tasks at once (a
+dask.distributed worker runs ``nthreads`` tasks, one per thread it was given; the threaded
+scheduler one per core; the processes scheduler one per process), so the kernels never
+oversubscribe the cores a scheduler was given. With the synchronous scheduler (tasks in the
+main thread, one at a time), fastloss's default: the CPUs the process may use. An explicit
+``n_threads`` is used by every task, e.g. for workers of one thread on machines with more cores.
+
+Needs the ``dask`` extra: ``pip install "fastloss[dask]"`` (dask[array] and distributed).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import multiprocessing
+import numbers
+import threading
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.base import is_dask_collection
+except ImportError as e:
+    raise ImportError("fastloss.dask needs dask: pip install 'fastloss[dask]'") from e
+
+from fastloss import _validate
+from fastloss import losses as _losses
+from fastloss.streaming import LOSSES, StreamingLoss
+
+# Partial states merged per task by default.
+SPLIT_EVERY = 8
+
+__all__ = ["evaluate", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+           "sigmoid_focal_loss", "cross_entropy", "softmax_focal_loss"]
+
+
+# ---- threads ----
+
+def _task_threads(n_threads):
+    """The kernel threads of one task: n_threads when given; else 1 when the task runs beside
+    others (a thread other than the main one: a dask.distributed worker's or the threaded
+    scheduler's pool; or a child process: the processes scheduler's pool), else None
+    (fastloss's default, for the synchronous scheduler)."""
+    if n_threads is not None:
+        return n_threads
+    if (threading.current_thread() is not threading.main_thread()
+            or multiprocessing.parent_process() is not None):
+        return 1
+    return None
+
+
+# ---- per-block tasks ----
+
+def _cell(value, ndim):
+    """value in a 1 x ... x 1 object array: one block's entry in the array of partial states."""
+    cell = np.empty((1,) * ndim, object)
+    cell[(0,) * ndim] = value
+    return cell
+
+
+def _block_state(x, y, w=None, *, template, ndim, n_threads):
+    """One block's partial state: a copy of the empty StreamingLoss template, updated."""
+    state = copy.deepcopy(template)
+    state.update(x, y, w, n_threads=_task_threads(n_threads))
+    return _cell(state, ndim)
+
+
+def _block_losses(x, y, w=None, *, loss, params, n_threads):
+    """One block of a reduction="none" result: the in-memory loss function on the block."""
+    if w is not None:
+        params = {**params, "weight": w}
+    return getattr(_losses, loss)(x, y, reduction="none", n_threads=_task_threads(n_threads),
+                                  **params)
+
+
+def _merge(*states):
+    """A new StreamingLoss: the merge of states (StreamingLoss objects, or blocks' cells).
+    The states are left unchanged: a retried task or a persisted intermediate may read them
+    again."""
+    states = [s.item() if isinstance(s, np.ndarray) else s for s in states]
+    total = copy.deepcopy(states[0])
+    for state in states[1:]:
+        total.merge(state)
+    return total
+
+
+def _total(state, *, reduction, denominator, dtype):
+    """A merged state's total as the in-memory function returns it: a NumPy scalar of the
+    result's dtype; "mean" is the float64 sum over the denominator (IEEE division)."""
+    if reduction == "sum":
+        return dtype.type(state.sum)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return dtype.type(np.float64(state.sum) / getattr(state, denominator))
+
+
+# ---- arguments ----
+
+def _as_dask(obj, name):
+    """obj as a Dask array (array_like is wrapped by dask.array.asarray), with known chunk
+    sizes."""
+    a = obj if isinstance(obj, da.Array) else da.asarray(obj)
+    if any(math.isnan(s) for s in a.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {a.shape}); call "
+                         f"{name}.compute_chunk_sizes() first")
+    return a
+
+
+def _check_parameters(params, names):
+    """Loss parameter arrays (pos_weight, class weights) are small and every task holds them:
+    they must be in memory, not Dask collections (which StreamingLoss would compute
+    silently)."""
+    for key, name in names.items():
+        if is_dask_collection(params.get(key)):
+            raise TypeError(f"{name} is a loss parameter, which every task holds: pass a NumPy "
+                            f"array ({name}.compute()), not a Dask collection")
+
+
+def _fits(shape, into):
+    """Whether an array of shape broadcasts to the shape into without enlarging it."""
+    try:
+        return np.broadcast_shapes(shape, into) == into
+    except ValueError:
+        return False
+
+
+def _weight_operand(obj, name, shape, what):
+    w = _as_dask(obj, name)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array; got dtype {w.dtype}")
+    if not _fits(w.shape, shape):
+        raise ValueError(f"{name} of shape {w.shape} cannot be broadcast to {what}")
+    return w
+
+
+class _Plan:
+    """The validated operands of one loss as (Dask array, blockwise index) pairs (an index
+    names the input's axes by number, right-aligned for broadcast weights), with the axes
+    that must be one chunk made so; out_ind indexes the per-position losses.
+
+    pos_weight and class_weight are the NumPy arrays of a StreamingLoss's params;
+    class_weight_name is what the caller calls the class weights ("weight" in the loss
+    functions, "class_weight" in evaluate), for the messages.
+    """
+
+    def __init__(self, loss, input, target, weight, pos_weight, class_weight, ignore_index,
+                 class_weight_name):
+        x = _as_dask(input, "input")
+        if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
+            raise TypeError(f"input must be a float16, float32 or float64 array; got dtype "
+                            f"{x.dtype}")
+        self.result_dtype = x.dtype.newbyteorder("=")
+        y = _as_dask(target, "target")
+        ind = tuple(range(x.ndim))
+        if LOSSES[loss][0] == "binary":
+            self.out_ind = ind
+            if y.shape != x.shape:
+                raise ValueError(f"target shape {y.shape} does not match input shape "
+                                 f"{x.shape}")
+            if y.dtype.kind not in "biuf":
+                raise TypeError(f"target must be a real numeric or bool array; got dtype "
+                                f"{y.dtype}")
+            operands = [(x, ind), (y, ind)]
+            if weight is not None:
+                w = _weight_operand(weight, "weight", x.shape, f"the input's shape {x.shape}")
+                operands.append((w, ind[x.ndim - w.ndim:]))
+            # each block must hold the elements of every pos_weight value it uses: the input
+            # axes along which pos_weight varies (the class axis, usually) become one chunk
+            whole = set()
+            if pos_weight is not None:
+                if not _fits(pos_weight.shape, x.shape):
+                    raise ValueError(f"pos_weight of shape {pos_weight.shape} cannot be "
+                                     f"broadcast to the input's shape {x.shape}")
+                whole = {x.ndim - pos_weight.ndim + i
+                         for i, d in enumerate(pos_weight.shape) if d != 1}
+        else:
+            if x.ndim == 0:
+                raise ValueError("input must have a class dimension: shape (C,), (N, C) or "
+                                 "(N, C, d1, ..., dk); got a 0-d array")
+            class_axis = 1 if x.ndim > 1 else 0
+            loss_shape = x.shape[:class_axis] + x.shape[class_axis + 1:]
+            self.out_ind = ind[:class_axis] + ind[class_axis + 1:]
+            if y.dtype.kind in "iu":
+                if y.shape != loss_shape:
+                    raise ValueError(f"target of shape {y.shape} does not match input of shape "
+                                     f"{x.shape}: class indices must have shape {loss_shape}")
+                operands = [(x, ind), (y, self.out_ind)]
+            elif y.dtype.kind == "f":
+                if y.shape != x.shape:
+                    raise ValueError(f"target of shape {y.shape} does not match input of shape "
+                                     f"{x.shape}: class probabilities must have the input's "
+                                     "shape")
+                if loss == "softmax_focal_loss":
+                    raise ValueError("softmax_focal_loss takes class-index targets (an integer "
+                                     "dtype); got class probabilities")
+                if ignore_index >= 0:
+                    raise ValueError("ignore_index is only for class-index targets; got "
+                                     f"ignore_index={ignore_index} with probability targets")
+                operands = [(x, ind), (y, ind)]
+            else:
+                raise TypeError("target must hold class indices (an integer dtype) or class "
+                                f"probabilities (a float dtype); got dtype {y.dtype}")
+            n_classes = x.shape[class_axis]
+            if class_weight is not None and class_weight.shape != (n_classes,):
+                raise ValueError(f"{class_weight_name} must have shape ({n_classes},), one "
+                                 f"value per class; got shape {class_weight.shape}")
+            if weight is not None:
+                w = _weight_operand(weight, "weight", loss_shape,
+                                    f"the loss's shape {loss_shape} (one weight per position; "
+                                    "class weights go in class_weight=)")
+                operands.append((w, self.out_ind[len(loss_shape) - w.ndim:]))
+            whole = {class_axis}
+        self.operands = []
+        for a, a_ind in operands:
+            one = {i: -1 for i, axis in enumerate(a_ind) if axis in whole and a.shape[i] != 1}
+            self.operands.append((a.rechunk(one) if one else a, a_ind))
+
+    def blockwise(self, block_function, **kwargs):
+        """block_function over the aligned blocks of the operands (chunks unified by dask)."""
+        args = [v for a, a_ind in self.operands for v in (a, a_ind)]
+        return da.blockwise(block_function, self.out_ind, *args, align_arrays=True,
+                            concatenate=True, **kwargs)
+
+    def states(self, template, n_threads):
+        """The array of partial states: one StreamingLoss (in a cell) per block."""
+        ndim = len(self.out_ind)
+        return self.blockwise(_block_state, dtype=object, adjust_chunks=dict.fromkeys(
+            self.out_ind, 1), meta=np.empty((0,) * ndim, object), token="fastloss-partials",
+            template=template, ndim=ndim, n_threads=n_threads)
+
+
+def _check_threads(n_threads):
+    if n_threads is not None:
+        _validate.thread_count(n_threads, 0)
+
+
+def _check_split_every(split_every):
+    if split_every is None:
+        return SPLIT_EVERY
+    if isinstance(split_every, bool) or not isinstance(split_every, numbers.Integral) \
+            or split_every < 2:
+        raise ValueError(f"split_every must be an int >= 2; got {split_every!r}")
+    return int(split_every)
+
+
+def _reduce(states, split_every):
+    """A Delayed of the merge of an array of partial states: a tree of tasks that each merge
+    split_every states (at least one task, so that the result is a new StreamingLoss)."""
+    if not hasattr(states, "to_delayed"):
+        raise NotImplementedError("fastloss.dask needs Array.to_delayed, which dask.array "
+                                  "with query planning (array.query-planning=True, "
+                                  "experimental) does not have yet")
+    merge = dask.delayed(_merge, pure=True)
+    parts = list(states.to_delayed().ravel())
+    while True:
+        parts = [merge(*parts[i:i + split_every]) for i in range(0, len(parts), split_every)]
+        if len(parts) == 1:
+            return parts[0]
+
+
+# ---- public API ----
+
+def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, range=None,
+             split_every=None, n_threads=None, **params):
+    """The StreamingLoss of a loss over Dask arrays, as a dask Delayed.
+
+    ``evaluate(loss, input, target, weight).compute()`` equals (within about 1e-15 relative,
+    counts and histograms exactly) ``StreamingLoss(loss, bins=bins, range=range,
+    **params).update(input, target, weight)`` on the whole data in memory: ``mean`` =
+    sum(s*l) / sum(s*d), ``sum``, ``weight_sum``, ``count``, ``nan_count``, ``min``, ``max`` and
+    the ``histogram`` of the loss values l with sample weights s (see
+    :class:`fastloss.StreamingLoss`). Without sample weights, ``mean`` is the in-memory loss
+    function's ``reduction="mean"``.
+
+    One task per aligned block builds the block's StreamingLoss with the in-memory kernels;
+    a tree reduction merges them, ``split_every`` at a time, into the result.
+
+    Parameters
+    ----------
+    loss : str
+        One of ``fastloss.streaming.LOSSES``.
+    input, target : Dask arrays (array_like is wrapped with ``dask.array.asarray``)
+        As the in-memory loss function takes them. Chunks need not match (they are unified);
+        the class axis of the softmax losses (axis 1, or 0 for 1-D input) is made one chunk.
+    weight : Dask array or array_like, optional
+        Sample weights (finite, non-negative) that broadcast to the input's shape (binary
+        losses) or to the per-position loss's shape (N, d1, ..., dk) (softmax losses), as in
+        ``StreamingLoss.update``.
+    class_weight : array_like of shape (C,), optional
+        The class weights of ``cross_entropy`` and ``softmax_focal_loss`` (the ``weight``
+        parameter of the loss function and of StreamingLoss; here ``weight`` is the sample
+        weight).
+    bins, range
+        The histogram, as in :class:`fastloss.StreamingLoss`.
+    split_every : int >= 2, optional
+        How many partial states one task of the tree reduction merges (default
+        ``SPLIT_EVERY``, 8): the tree has ceil(log(blocks, split_every)) levels.
+    n_threads : int, optional
+        Kernel threads per task. Default: 1 when tasks run concurrently (a dask.distributed
+        worker, the threaded or processes scheduler), fastloss's default with the synchronous
+        scheduler (see this module's docstring).
+    **params
+        The loss's other parameters: ``pos_weight`` (array_like that broadcasts to the input's
+        shape; the input axes along which it varies are made one chunk), ``alpha``, ``gamma``,
+        ``ignore_index``, ``label_smoothing``.
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to a new :class:`fastloss.StreamingLoss` (it can be merged with others,
+        serialized with ``to_dict``...).
+
+    Raises
+    ------
+    ValueError, TypeError
+        At once: what ``StreamingLoss(loss, ...)`` raises (an unknown loss lists the valid
+        ones), an input that is not float16/32/64, a target or weight of a wrong dtype,
+        shapes that do not match (the message names them), unknown chunk sizes, a Dask
+        collection as pos_weight or class_weight, a bad n_threads.
+    ValueError, IndexError
+        When computed: what ``StreamingLoss.update`` raises for values (targets or
+        probabilities outside [0, 1], class indices out of range, negative weights).
+    """
+    if class_weight is not None:
+        if loss in LOSSES and LOSSES[loss][0] == "binary":
+            raise TypeError(f"{loss} has no class weights (the sample weight is weight=)")
+        params["weight"] = class_weight
+    _check_parameters(params, {"pos_weight": "pos_weight", "weight": "class_weight"})
+    template = StreamingLoss(loss, bins=bins, range=range, **params)
+    _check_threads(n_threads)
+    split_every = _check_split_every(split_every)
+    p = template.params
+    plan = _Plan(loss, input, target, weight, p.get("pos_weight"), p.get("weight"),
+                 p.get("ignore_index", -100), "class_weight")
+    return _reduce(plan.states(template, n_threads), split_every)
+
+
+def _loss(loss, input, target, weight, reduction, n_threads, split_every, /, **params):
+    """A loss function's lazy result: the blockwise losses for "none", else the reduced
+    total."""
+    _validate.check_reduction(reduction)
+    _check_threads(n_threads)
+    split_every = _check_split_every(split_every)
+    params = {k: v for k, v in params.items() if v is not None}
+    _check_parameters(params, {"pos_weight": "pos_weight", "weight": "weight"})
+    template = StreamingLoss(loss, **params)  # checks the parameters
+    p = template.params
+    binary = LOSSES[loss][0] == "binary"
+    plan = _Plan(loss, input, target, weight if binary else None, p.get("pos_weight"),
+                 p.get("weight"), p.get("ignore_index", -100), "weight")
+    if reduction == "none":
+        return plan.blockwise(_block_losses, dtype=plan.result_dtype,
+                              meta=np.empty((0,) * len(plan.out_ind), plan.result_dtype),
+                              token=f"fastloss-{loss}", loss=loss, params=params,
+                              n_threads=n_threads)
+    # The binary losses' weight rescales each element and their "mean" divides by the number
+    # of elements (torch): with it as the StreamingLoss's sample weight, that is sum / count.
+    # The softmax losses' "mean" divides by the sum of the targets' class weights over the
+    # positions not ignored (or the number of positions): weight_sum, without sample weights.
+    merged = _reduce(plan.states(template, n_threads), split_every)
+    total = dask.delayed(_total, pure=True)(merged, reduction=reduction, dtype=plan.result_dtype,
+                                             denominator="count" if binary else "weight_sum")
+    return da.from_delayed(total, (), dtype=plan.result_dtype,
+                           meta=np.empty((), plan.result_dtype))
+
+
+# The loss functions: the in-memory ones' arguments (without out=), lazy results.
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_threads=None,
+                         split_every=None):
+    """:func:`fastloss.binary_cross_entropy` over Dask arrays, lazily.
+
+    Per element, loss = -w * (y * max(log(p), -100) + (1 - y) * max(log1p(-p), -100)); "mean"
+    divides the sum by the number of elements (w is not in the denominator), as in memory.
+
+    Parameters
+    ----------
+    input, target : Dask arrays (array_like is wrapped with ``dask.array.asarray``)
+        Probabilities and targets in [0, 1] of one shape; their chunks need not match (they
+        are unified before the per-block tasks).
+    weight : Dask array or array_like, optional
+        Multiplies each element's loss; broadcasts to the input's shape.
+    reduction : {"mean", "none", "sum"}
+        "none": a Dask array of the per-element losses, chunked like the input, computed block
+        by block by the in-memory function. "mean", "sum": a 0-d Dask array of the input's
+        dtype that computes to the NumPy scalar the in-memory function returns (within about
+        1e-15 relative in float64: both accumulate in float64, in different groupings), from
+        one partial state per block merged by a tree reduction; no task returns per-element
+        losses.
+    n_threads : int, optional
+        Kernel threads per task; default 1 when tasks run concurrently (a dask.distributed
+        worker, the threaded scheduler), see :mod:`fastloss.dask`.
+    split_every : int >= 2, optional
+        Partial states merged per task, as in :func:`evaluate`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        At once, as the in-memory function: dtypes, shapes that do not match or broadcast
+        (named in the message), an unknown reduction, a bad n_threads. When computed: targets
+        or probabilities outside [0, 1], negative or non-finite weights (ValueError).
+    """
+    return _loss("binary_cross_entropy", input, target, weight, reduction, n_threads,
+                 split_every)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None, *, n_threads=None, split_every=None):
+    """:func:`fastloss.binary_cross_entropy_with_logits` over Dask arrays, lazily.
+
+    Per element, loss = w * (pw * y * softplus(-x) + (1 - y) * softplus(x)); "mean" divides the
+    sum by the number of elements, as in memory.
+
+    Parameters
+    ----------
+    input, target, weight, reduction, n_threads, split_every
+        As in :func:`binary_cross_entropy` (input: logits).
+    pos_weight : array_like, optional
+        In memory (a NumPy array; every task holds it), broadcasting to the input's shape; the
+        input axes along which it varies (the class axis of a (C,) pos_weight) are made one
+        chunk.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`binary_cross_entropy`, and TypeError for a Dask collection as pos_weight.
+    """
+    return _loss("binary_cross_entropy_with_logits", input, target, weight, reduction,
+                 n_threads, split_every, pos_weight=pos_weight)
+
+
+def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *, weight=None,
+                       n_threads=None, split_every=None):
+    """:func:`fastloss.sigmoid_focal_loss` over Dask arrays, lazily.
+
+    Per element, loss = w * alpha_t * bce_with_logits(x, y) * (1 - p_t)**gamma (torchvision's
+    formula; default reduction "none", as in memory).
+
+    Parameters
+    ----------
+    input, target, weight, reduction, n_threads, split_every
+        As in :func:`binary_cross_entropy_with_logits`.
+    alpha, gamma
+        As in the in-memory function (ValueError at once for gamma < 0 or alpha > 1).
+    """
+    return _loss("sigmoid_focal_loss", input, target, weight, reduction, n_threads,
+                 split_every, alpha=alpha, gamma=gamma)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, *, n_threads=None, split_every=None):
+    """:func:`fastloss.cross_entropy` over Dask arrays, lazily.
+
+    Per position, loss = (1 - eps) * w_t * (-log p_t) + eps / C * sum_c w_c * (-log p_c) for
+    class-index targets (0 where the target is ignore_index), sum_c w_c * q_c * (-log p_c) for
+    class-probability targets; "mean" divides the sum by the sum of w_t over the positions not
+    ignored (index targets) or by the number of positions (probabilities), as in memory.
+
+    Parameters
+    ----------
+    input : Dask array (array_like is wrapped with ``dask.array.asarray``)
+        Logits (C,), (N, C) or (N, C, d1, ..., dk); the class axis is made one chunk.
+    target : Dask array or array_like
+        Class indices of shape (N, d1, ..., dk), or class probabilities of the input's shape;
+        chunks need not match the input's (they are unified).
+    weight : array_like of shape (C,), optional
+        Class weights, in memory (a NumPy array).
+    ignore_index, label_smoothing
+        As in the in-memory function.
+    reduction : {"mean", "none", "sum"}
+        "none": a Dask array of the per-position losses, shape (N, d1, ..., dk), chunked like
+        the input without its class axis. "mean", "sum": a 0-d Dask array, as in
+        :func:`binary_cross_entropy`.
+    n_threads, split_every
+        As in :func:`binary_cross_entropy`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        At once, as the in-memory function: dtypes, shapes (named in the message),
+        label_smoothing, ignore_index with probability targets, a Dask collection as weight,
+        an unknown reduction, a bad n_threads.
+    IndexError
+        When computed: "Target 7 is out of bounds." for a class index outside [0, C) that is
+        not ignore_index.
+    """
+    return _loss("cross_entropy", input, target, None, reduction, n_threads, split_every,
+                 weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+
+
+def softmax_focal_loss(input, target, gamma=2.0, weight=None, ignore_index=-100,
+                       reduction="mean", *, n_threads=None, split_every=None):
+    """:func:`fastloss.softmax_focal_loss` over Dask arrays, lazily.
+
+    Per position, loss = -w_t * (1 - p_t)**gamma * log(p_t) (0 where the target is
+    ignore_index); "mean" divides the sum by the sum of w_t over the positions not ignored, as
+    in memory.
+
+    Parameters
+    ----------
+    input, weight, ignore_index, reduction, n_threads, split_every
+        As in :func:`cross_entropy`.
+    target : Dask array or array_like of integers
+        Class indices, shape (N, d1, ..., dk).
+    gamma : float >= 0
+        Focusing exponent.
+
+    Raises
+    ------
+    IndexError, TypeError, ValueError
+        As :func:`cross_entropy`; ValueError at once for probability targets and gamma < 0.
+    """
+    return _loss("softmax_focal_loss", input, target, None, reduction, n_threads, split_every,
+                 gamma=gamma, weight=weight, ignore_index=ignore_index)
