@@ -10,9 +10,10 @@ three ways, and all three are printed:
 
 - "gen+loss": evaluate() over the generated arrays (what a user pays end to end);
 - "gen only": the same generation, each block reduced to one number (no loss);
-- "loss": their difference, an estimate of the loss's share (noisy when it is small);
+- "loss": their difference, an estimate of the loss's share, printed as "n/a" when it is
+  below the noise (not above the spread of the repeated runs, or not positive);
 - "persisted" (when the data fits: --persist): evaluate() over the data already in the
-  workers' memory, which times the loss and the scheduling alone.
+  workers' memory, which times the loss and the scheduling alone: the loss timing to read.
 
 Scaling efficiency is the 2-worker speedup over 1 worker divided by 2. "one process" runs
 fastloss without dask on the same chunks (generated one at a time, untimed; only the
@@ -72,28 +73,47 @@ REPEAT = 1  # set from --repeat
 
 def _timed(f, settle=None):
     """(the shortest of REPEAT runs of f, in seconds, and f's result); settle() is called
-    after each run."""
-    best = float("inf")
+    after each run. The spread of the runs (longest - shortest) goes to _LAST_SPREAD[0]."""
+    times = []
     for _ in range(REPEAT):
         t = time.perf_counter()
         result = f()
-        best = min(best, time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
         if settle is not None:
             settle()
-    return best, result
+    _LAST_SPREAD[0] = max(times) - min(times)
+    return min(times), result
+
+
+_LAST_SPREAD = [0.0]  # the spread of the last _timed runs
+
+
+def _difference(total, total_spread, part, part_spread):
+    """total - part, or None when it is not above the noise: not positive, or not above the
+    spread of either timing's repeated runs."""
+    difference = total - part
+    return difference if difference > max(total_spread, part_spread, 0.0) else None
 
 
 def _scheduler_tasks(dask_scheduler):
     return len(dask_scheduler.tasks)
 
 
-def _settler(client):
+SETTLE_TIMEOUT = 60.0  # seconds
+
+
+def _settler(client, timeout=SETTLE_TIMEOUT):
     """A function that waits until the scheduler has forgotten the tasks of the last run (it
-    would otherwise hand its results to the next, identical run at once)."""
+    would otherwise hand its results to the next, identical run at once); TimeoutError after
+    timeout seconds."""
     baseline = client.run_on_scheduler(_scheduler_tasks)
 
     def settle():
-        while client.run_on_scheduler(_scheduler_tasks) > baseline:
+        deadline = time.monotonic() + timeout
+        while (tasks := client.run_on_scheduler(_scheduler_tasks)) > baseline:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scheduler still holds {tasks} tasks ({baseline} "
+                                   f"before the run) after {timeout:.0f} s")
             time.sleep(0.02)
     return settle
 
@@ -110,9 +130,12 @@ def _on_cluster(workers, x, y, persist):
         settle = _settler(client)
         before = client.run(_peak_rss)
         total, state = _timed(lambda: fd.evaluate(LOSS, x, y).compute(scheduler=get), settle)
+        total_spread = _LAST_SPREAD[0]
         after = client.run(_peak_rss)
         gen, _ = _timed(lambda: _generation_only(x, y).compute(scheduler=get), settle)
-        row = {"gen+loss": total, "gen only": gen, "loss": total - gen, "mean": state.mean,
+        row = {"gen+loss": total, "gen only": gen,
+               "loss": _difference(total, total_spread, gen, _LAST_SPREAD[0]),
+               "mean": state.mean,
                "peak MB": max(after[w] - before[w] for w in after) / 1e6}
         if persist:
             xp, yp = client.persist([x, y])
@@ -141,13 +164,25 @@ def _one_process(x, y):
 def _threaded(x, y, workers):
     total, state = _timed(lambda: fd.evaluate(LOSS, x, y).compute(scheduler="threads",
                                                                   num_workers=workers))
+    total_spread = _LAST_SPREAD[0]
     gen, _ = _timed(lambda: _generation_only(x, y).compute(scheduler="threads",
                                                            num_workers=workers))
-    return {"gen+loss": total, "gen only": gen, "loss": total - gen, "mean": state.mean}
+    return {"gen+loss": total, "gen only": gen,
+            "loss": _difference(total, total_spread, gen, _LAST_SPREAD[0]), "mean": state.mean}
 
 
 def _rate(n, seconds):
     return f"{n / seconds:10.3g}" if seconds > 0 else f"{'-':>10}"
+
+
+def _cell(row, column, n=None):
+    """A table cell: seconds, or elements a second when n is given; "-" when not measured,
+    "n/a" when below the noise (the loss column)."""
+    if column not in row:
+        return "-"
+    if row[column] is None:
+        return "n/a"
+    return _rate(n, row[column]).strip() if n else f"{row[column]:.2f}"
 
 
 def main(argv=None):
@@ -189,16 +224,17 @@ def main(argv=None):
     print(f"\n{'configuration':38}" + "".join(f"{c + ' s':>12}" for c in columns)
           + "".join(f"{c + ' el/s':>16}" for c in columns) + f"{'peak MB':>9}")
     for name, row in rows.items():
-        print(f"{name:38}"
-              + "".join(f"{row[c]:12.2f}" if c in row else f"{'-':>12}" for c in columns)
-              + "".join(f"{_rate(n, row[c]):>16}" if c in row else f"{'-':>16}"
-                        for c in columns)
+        print(f"{name:38}" + "".join(f"{_cell(row, c):>12}" for c in columns)
+              + "".join(f"{_cell(row, c, n):>16}" for c in columns)
               + (f"{row['peak MB']:9.0f}" if "peak MB" in row else f"{'-':>9}"))
+    if any(row.get("loss", 0) is None for row in rows.values()):
+        print("loss n/a: gen+loss - gen only is below the noise (not above the spread of the "
+              "repeated runs); the persisted figures time the loss")
 
     one, two = rows["cluster, 1 worker"], rows["cluster, 2 workers"]
     print("\n2-worker scaling efficiency (speedup / 2):")
     for c in columns:
-        if c in one and one[c] > 0 and two[c] > 0:
+        if one.get(c) and two.get(c):  # measured, above the noise, positive
             note = "  (gen+loss - gen only: noisy when small)" if c == "loss" else ""
             print(f"  {c:10} {one[c] / two[c] / 2:6.2f}  (speedup {one[c] / two[c]:.2f}){note}")
 

@@ -2,38 +2,53 @@
 any Dask scheduler (a dask.distributed cluster included), with the in-memory results.
 
 Each aligned block of (input, target, weight) is one task that runs the in-memory kernels and
-returns a small partial state: a :class:`~fastloss.StreamingLoss` (float64 sums, counts, min,
-max, histogram). The partial states are merged by a tree reduction (``split_every`` of them per
-task), so for ``evaluate`` and for ``reduction="mean"``/``"sum"`` no task ever returns, and the
-scheduler never holds, per-element losses: a worker needs memory for the few blocks it works on.
+returns a small partial result: for ``evaluate``, a :class:`~fastloss.StreamingLoss` (float64
+sums, counts, min, max, histogram); for a loss function's ``reduction="mean"``/``"sum"``, the
+float64 (total, denominator) pair the in-memory function computes its result from. The partial
+results are merged by a tree reduction (``split_every`` of them per task), so no task returns,
+and the scheduler never holds, per-element losses: a worker needs memory for the few blocks it
+works on.
 
-Chunks of input, target and weight need not match: they are unified (rechunked to their common
-refinement) first. The class axis of the softmax losses, and the input axes along which a
-``pos_weight`` varies, are made one chunk, so that each block holds whole rows.
+Accuracy: per-element losses, counts, min, max and histograms are the in-memory ones exactly.
+``evaluate``'s sums (float64 for any input dtype) are within about 1e-15 relative of the
+in-memory StreamingLoss's: the same float64 terms, grouped differently. The loss functions'
+"mean" and "sum" are the in-memory function's float64 total (and denominator), grouped by
+block, rounded to the input's dtype: within about 1e-15 relative for float64 input. For float16
+and float32 input, they may differ from the in-memory result by a few ulps of that dtype: the
+two float64 totals round to neighbouring values at times, and the elementwise (binary) losses'
+kernel adds the float32 losses in float32 lanes over runs of 512 elements before adding in
+float64, so another chunking regroups those float32 sums (about 1e-8 to 1e-7 relative).
 
-Kernel threads per task (``n_threads=None``): 1 wherever Dask runs several tasks at once (a
-dask.distributed worker runs ``nthreads`` tasks, one per thread it was given; the threaded
-scheduler one per core; the processes scheduler one per process), so the kernels never
-oversubscribe the cores a scheduler was given. With the synchronous scheduler (tasks in the
-main thread, one at a time), fastloss's default: the CPUs the process may use. An explicit
-``n_threads`` is used by every task, e.g. for workers of one thread on machines with more cores.
+Chunks: target and weight are rechunked to the input's chunks (on the axes they share), so a
+``reduction="none"`` result is chunked like the input (without the class axis). The class axis
+of the softmax losses, and the input axes along which a ``pos_weight`` varies, are made one
+chunk, so that each block holds whole rows; a pos_weight that varies along the first (batch)
+axis of N-d input is refused (ValueError): it would make the whole input one task.
+
+Kernel threads per task (``n_threads=None``): 1. Dask's parallelism is its tasks (a
+dask.distributed worker runs ``nthreads`` tasks at once, the threaded scheduler one per core,
+the processes scheduler one per process), so one kernel thread per task uses the cores the
+scheduler was given without oversubscribing them. An explicit ``n_threads`` is used by every
+task: with the synchronous scheduler, or with workers of fewer threads than their cores.
 
 Needs the ``dask`` extra: ``pip install "fastloss[dask]"`` (dask[array] and distributed).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
-import multiprocessing
 import numbers
-import threading
 
 import numpy as np
 
 try:
-    import dask
     import dask.array as da
-    from dask.base import is_dask_collection
+    from dask.array.core import Array as _LegacyArray
+    from dask.base import is_dask_collection, tokenize
+    from dask.core import flatten
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
 except ImportError as e:
     raise ImportError("fastloss.dask needs dask: pip install 'fastloss[dask]'") from e
 
@@ -41,7 +56,7 @@ from fastloss import _validate
 from fastloss import losses as _losses
 from fastloss.streaming import LOSSES, StreamingLoss
 
-# Partial states merged per task by default.
+# Partial results merged per task by default.
 SPLIT_EVERY = 8
 
 __all__ = ["evaluate", "binary_cross_entropy", "binary_cross_entropy_with_logits",
@@ -51,22 +66,15 @@ __all__ = ["evaluate", "binary_cross_entropy", "binary_cross_entropy_with_logits
 # ---- threads ----
 
 def _task_threads(n_threads):
-    """The kernel threads of one task: n_threads when given; else 1 when the task runs beside
-    others (a thread other than the main one: a dask.distributed worker's or the threaded
-    scheduler's pool; or a child process: the processes scheduler's pool), else None
-    (fastloss's default, for the synchronous scheduler)."""
-    if n_threads is not None:
-        return n_threads
-    if (threading.current_thread() is not threading.main_thread()
-            or multiprocessing.parent_process() is not None):
-        return 1
-    return None
+    """The kernel threads of one task: n_threads when given, else 1 (see the module's
+    docstring)."""
+    return 1 if n_threads is None else n_threads
 
 
 # ---- per-block tasks ----
 
 def _cell(value, ndim):
-    """value in a 1 x ... x 1 object array: one block's entry in the array of partial states."""
+    """value in a 1 x ... x 1 object array: one block's entry in the array of partial results."""
     cell = np.empty((1,) * ndim, object)
     cell[(0,) * ndim] = value
     return cell
@@ -79,6 +87,24 @@ def _block_state(x, y, w=None, *, template, ndim, n_threads):
     return _cell(state, ndim)
 
 
+def _block_totals(x, y, w=None, *, loss, params, ndim, n_threads):
+    """One block's partial (total, denominator), in float64, as the in-memory loss function
+    computes them (losses._binary_totals, losses._softmax_totals) with params (a
+    StreamingLoss's: validated, the arrays float64 copies)."""
+    threads = _task_threads(n_threads)
+    if LOSSES[loss][0] == "binary":
+        x, _, y, target_type, w, pw = _losses._binary_operands(x, y, w, params.get("pos_weight"))
+        focal = {k: params[k] for k in ("alpha", "gamma") if k in params}
+        totals = _losses._binary_totals(loss, (x, y, target_type, w, pw), None, threads, **focal)
+    else:
+        x, _, _, _, t, target_type, cw, ignore, eps = _losses._softmax_operands(
+            x, y, params["weight"], params["ignore_index"], params.get("label_smoothing", 0.0),
+            "gamma" in params)
+        totals = _losses._softmax_totals((x, t, target_type, cw, ignore, eps), None, threads,
+                                         params.get("gamma"))
+    return _cell(totals, ndim)
+
+
 def _block_losses(x, y, w=None, *, loss, params, n_threads):
     """One block of a reduction="none" result: the in-memory loss function on the block."""
     if w is not None:
@@ -87,24 +113,66 @@ def _block_losses(x, y, w=None, *, loss, params, n_threads):
                                   **params)
 
 
+def _item(partial):
+    return partial.item() if isinstance(partial, np.ndarray) else partial
+
+
 def _merge(*states):
     """A new StreamingLoss: the merge of states (StreamingLoss objects, or blocks' cells).
     The states are left unchanged: a retried task or a persisted intermediate may read them
     again."""
-    states = [s.item() if isinstance(s, np.ndarray) else s for s in states]
+    states = [_item(s) for s in states]
     total = copy.deepcopy(states[0])
     for state in states[1:]:
         total.merge(state)
     return total
 
 
-def _total(state, *, reduction, denominator, dtype):
-    """A merged state's total as the in-memory function returns it: a NumPy scalar of the
-    result's dtype; "mean" is the float64 sum over the denominator (IEEE division)."""
-    if reduction == "sum":
-        return dtype.type(state.sum)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return dtype.type(np.float64(state.sum) / getattr(state, denominator))
+def _add(*partials):
+    """The sum of (total, denominator) pairs (or blocks' cells of them), in float64."""
+    total = denominator = 0.0
+    for partial in partials:
+        t, d = _item(partial)
+        total += t
+        denominator += d
+    return total, denominator
+
+
+def _finish(*partials, reduction, dtype):
+    """The sum of (total, denominator) pairs as the in-memory function returns it: a NumPy
+    scalar of the result's dtype (losses._result: "mean" is total / denominator by IEEE
+    division)."""
+    total, denominator = _add(*partials)
+    return _losses._result(reduction, total, denominator, None, None, None, dtype)
+
+
+def _tree(partials, combine, finish, split_every, name):
+    """A graph that reduces partials (a Dask array of one partial result per block) to the
+    key name: tasks of combine(up to split_every partials), level by level, until at most
+    split_every are left, then finish(them) (one task at least). Built as one graph layer
+    named name (no Delayed objects, no graph optimization at build time)."""
+    keys = list(flatten(partials.__dask_keys__()))
+    merge_name = f"fastloss-merge-{tokenize(name)}"
+    layer = {}
+    level = 0
+    while len(keys) > split_every:
+        parts = [keys[i:i + split_every] for i in range(0, len(keys), split_every)]
+        keys = [(merge_name, level, i) for i in range(len(parts))]
+        layer.update({key: (combine, *part) for key, part in zip(keys, parts)})
+        level += 1
+    layer[name] = (finish, *keys)
+    return HighLevelGraph.from_collections(name, layer, dependencies=[partials])
+
+
+class _ArrayDelayed(Delayed):
+    """evaluate's result: a Delayed whose graph (Dask array layers, and the reduction's layer)
+    is optimized as Dask arrays' graphs are when computed. So it is computed, and its keys
+    given tasks, exactly as the arrays over the same inputs: dask.compute groups it with them
+    (their shared input tasks run once), and a dask.distributed scheduler is never sent two
+    different tasks under one key (dask/dask#9888), which fails computations."""
+
+    __slots__ = ()
+    __dask_optimize__ = _LegacyArray.__dict__["__dask_optimize__"]
 
 
 # ---- arguments ----
@@ -148,8 +216,9 @@ def _weight_operand(obj, name, shape, what):
 
 class _Plan:
     """The validated operands of one loss as (Dask array, blockwise index) pairs (an index
-    names the input's axes by number, right-aligned for broadcast weights), with the axes
-    that must be one chunk made so; out_ind indexes the per-position losses.
+    names the input's axes by number, right-aligned for broadcast weights), all chunked like
+    the input on the axes they share, with the axes that must be one chunk made so; out_ind
+    indexes the per-position losses.
 
     pos_weight and class_weight are the NumPy arrays of a StreamingLoss's params;
     class_weight_name is what the caller calls the class weights ("weight" in the loss
@@ -186,11 +255,21 @@ class _Plan:
                                      f"broadcast to the input's shape {x.shape}")
                 whole = {x.ndim - pos_weight.ndim + i
                          for i, d in enumerate(pos_weight.shape) if d != 1}
+                if 0 in whole and x.ndim > 1:
+                    raise ValueError(
+                        f"pos_weight of shape {pos_weight.shape} varies along the first "
+                        f"(batch) axis of the input of shape {x.shape}: each task would need "
+                        "that whole axis, i.e. the whole input. fastloss.dask takes a "
+                        "pos_weight that varies along the other axes only (e.g. (C,) or "
+                        "(C, 1, 1)); evaluate such data in memory, or in pieces along the "
+                        "first axis")
         else:
             if x.ndim == 0:
                 raise ValueError("input must have a class dimension: shape (C,), (N, C) or "
                                  "(N, C, d1, ..., dk); got a 0-d array")
             class_axis = 1 if x.ndim > 1 else 0
+            if x.shape[class_axis] == 0:
+                raise ValueError(f"input of shape {x.shape} has no classes")
             loss_shape = x.shape[:class_axis] + x.shape[class_axis + 1:]
             self.out_ind = ind[:class_axis] + ind[class_axis + 1:]
             if y.dtype.kind in "iu":
@@ -223,23 +302,28 @@ class _Plan:
                                     "class weights go in class_weight=)")
                 operands.append((w, self.out_ind[len(loss_shape) - w.ndim:]))
             whole = {class_axis}
+        # the input's chunks, with the axes in whole made one chunk; every operand takes them
+        # on the axes it shares with the input (not those it broadcasts along)
+        chunks = [(n,) if i in whole and n > 1 else c
+                  for i, (n, c) in enumerate(zip(x.shape, x.chunks))]
         self.operands = []
         for a, a_ind in operands:
-            one = {i: -1 for i, axis in enumerate(a_ind) if axis in whole and a.shape[i] != 1}
-            self.operands.append((a.rechunk(one) if one else a, a_ind))
+            a_chunks = tuple(chunks[axis] if a.shape[i] == x.shape[axis] else a.chunks[i]
+                             for i, axis in enumerate(a_ind))
+            self.operands.append((a if a_chunks == a.chunks else a.rechunk(a_chunks), a_ind))
 
     def blockwise(self, block_function, **kwargs):
-        """block_function over the aligned blocks of the operands (chunks unified by dask)."""
+        """block_function over the aligned blocks of the operands."""
         args = [v for a, a_ind in self.operands for v in (a, a_ind)]
         return da.blockwise(block_function, self.out_ind, *args, align_arrays=True,
                             concatenate=True, **kwargs)
 
-    def states(self, template, n_threads):
-        """The array of partial states: one StreamingLoss (in a cell) per block."""
+    def partials(self, block_function, token, **kwargs):
+        """The array of partial results: block_function's result (in a cell) per block."""
         ndim = len(self.out_ind)
-        return self.blockwise(_block_state, dtype=object, adjust_chunks=dict.fromkeys(
-            self.out_ind, 1), meta=np.empty((0,) * ndim, object), token="fastloss-partials",
-            template=template, ndim=ndim, n_threads=n_threads)
+        return self.blockwise(block_function, dtype=object, adjust_chunks=dict.fromkeys(
+            self.out_ind, 1), meta=np.empty((0,) * ndim, object), token=token, ndim=ndim,
+            **kwargs)
 
 
 def _check_threads(n_threads):
@@ -256,34 +340,19 @@ def _check_split_every(split_every):
     return int(split_every)
 
 
-def _reduce(states, split_every):
-    """A Delayed of the merge of an array of partial states: a tree of tasks that each merge
-    split_every states (at least one task, so that the result is a new StreamingLoss)."""
-    if not hasattr(states, "to_delayed"):
-        raise NotImplementedError("fastloss.dask needs Array.to_delayed, which dask.array "
-                                  "with query planning (array.query-planning=True, "
-                                  "experimental) does not have yet")
-    merge = dask.delayed(_merge, pure=True)
-    parts = list(states.to_delayed().ravel())
-    while True:
-        parts = [merge(*parts[i:i + split_every]) for i in range(0, len(parts), split_every)]
-        if len(parts) == 1:
-            return parts[0]
-
-
 # ---- public API ----
 
 def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, range=None,
              split_every=None, n_threads=None, **params):
     """The StreamingLoss of a loss over Dask arrays, as a dask Delayed.
 
-    ``evaluate(loss, input, target, weight).compute()`` equals (within about 1e-15 relative,
-    counts and histograms exactly) ``StreamingLoss(loss, bins=bins, range=range,
-    **params).update(input, target, weight)`` on the whole data in memory: ``mean`` =
-    sum(s*l) / sum(s*d), ``sum``, ``weight_sum``, ``count``, ``nan_count``, ``min``, ``max`` and
-    the ``histogram`` of the loss values l with sample weights s (see
-    :class:`fastloss.StreamingLoss`). Without sample weights, ``mean`` is the in-memory loss
-    function's ``reduction="mean"``.
+    ``evaluate(loss, input, target, weight).compute()`` equals (sums within about 1e-15
+    relative for any input dtype, counts, min, max and histograms exactly)
+    ``StreamingLoss(loss, bins=bins, range=range, **params).update(input, target, weight)`` on
+    the whole data in memory: ``mean`` = sum(s*l) / sum(s*d), ``sum``, ``weight_sum``,
+    ``count``, ``nan_count``, ``min``, ``max`` and the ``histogram`` of the loss values l with
+    sample weights s (see :class:`fastloss.StreamingLoss`). Without sample weights, ``mean``
+    is the in-memory loss function's ``reduction="mean"``.
 
     One task per aligned block builds the block's StreamingLoss with the in-memory kernels;
     a tree reduction merges them, ``split_every`` at a time, into the result.
@@ -293,8 +362,9 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
     loss : str
         One of ``fastloss.streaming.LOSSES``.
     input, target : Dask arrays (array_like is wrapped with ``dask.array.asarray``)
-        As the in-memory loss function takes them. Chunks need not match (they are unified);
-        the class axis of the softmax losses (axis 1, or 0 for 1-D input) is made one chunk.
+        As the in-memory loss function takes them. Chunks need not match: target and weight
+        are rechunked to the input's; the class axis of the softmax losses (axis 1, or 0 for
+        1-D input) is made one chunk.
     weight : Dask array or array_like, optional
         Sample weights (finite, non-negative) that broadcast to the input's shape (binary
         losses) or to the per-position loss's shape (N, d1, ..., dk) (softmax losses), as in
@@ -309,35 +379,46 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
         How many partial states one task of the tree reduction merges (default
         ``SPLIT_EVERY``, 8): the tree has ceil(log(blocks, split_every)) levels.
     n_threads : int, optional
-        Kernel threads per task. Default: 1 when tasks run concurrently (a dask.distributed
-        worker, the threaded or processes scheduler), fastloss's default with the synchronous
-        scheduler (see this module's docstring).
+        Kernel threads per task (default 1: Dask runs tasks side by side; see this module's
+        docstring).
     **params
         The loss's other parameters: ``pos_weight`` (array_like that broadcasts to the input's
-        shape; the input axes along which it varies are made one chunk), ``alpha``, ``gamma``,
-        ``ignore_index``, ``label_smoothing``.
+        shape; the input axes along which it varies are made one chunk, and for N-d input it
+        must not vary along the first axis), ``alpha``, ``gamma``, ``ignore_index``,
+        ``label_smoothing``.
 
     Returns
     -------
     dask.delayed.Delayed
         Computes to a new :class:`fastloss.StreamingLoss` (it can be merged with others,
-        serialized with ``to_dict``...).
+        serialized with ``to_dict``...). Its graph is optimized as Dask arrays' are, so
+        ``dask.compute`` of it with arrays over the same inputs reads them once.
 
     Raises
     ------
     ValueError, TypeError
         At once: what ``StreamingLoss(loss, ...)`` raises (an unknown loss lists the valid
-        ones), an input that is not float16/32/64, a target or weight of a wrong dtype,
-        shapes that do not match (the message names them), unknown chunk sizes, a Dask
-        collection as pos_weight or class_weight, a bad n_threads.
+        ones; an unknown parameter lists the loss's), an input that is not float16/32/64 or
+        has no classes, a target or weight of a wrong dtype, shapes that do not match (the
+        message names them), a pos_weight that varies along the first axis of N-d input,
+        unknown chunk sizes, a Dask collection as pos_weight or class_weight, a bad
+        n_threads.
     ValueError, IndexError
         When computed: what ``StreamingLoss.update`` raises for values (targets or
         probabilities outside [0, 1], class indices out of range, negative weights).
     """
-    if class_weight is not None:
-        if loss in LOSSES and LOSSES[loss][0] == "binary":
+    if loss in LOSSES:  # else StreamingLoss lists the valid losses
+        kind, defaults = LOSSES[loss]
+        if class_weight is not None and kind == "binary":
             raise TypeError(f"{loss} has no class weights (the sample weight is weight=)")
-        params["weight"] = class_weight
+        valid = [k for k in defaults if k != "weight"]  # the class weight is class_weight=
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            names = ", ".join(valid + ["class_weight"] * (kind == "softmax")) or "none"
+            raise TypeError(f"{loss} takes no parameter {', '.join(unknown)} (its parameters: "
+                            f"{names}; the sample weight is weight=)")
+        if class_weight is not None:
+            params["weight"] = class_weight
     _check_parameters(params, {"pos_weight": "pos_weight", "weight": "class_weight"})
     template = StreamingLoss(loss, bins=bins, range=range, **params)
     _check_threads(n_threads)
@@ -345,7 +426,11 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
     p = template.params
     plan = _Plan(loss, input, target, weight, p.get("pos_weight"), p.get("weight"),
                  p.get("ignore_index", -100), "class_weight")
-    return _reduce(plan.states(template, n_threads), split_every)
+    partials = plan.partials(_block_state, "fastloss-partials", template=template,
+                             n_threads=n_threads)
+    name = f"fastloss-streamingloss-{tokenize(partials.name, split_every)}"
+    graph = _tree(partials, _merge, _merge, split_every, name)
+    return _ArrayDelayed(name, graph, layer=name)
 
 
 def _loss(loss, input, target, weight, reduction, n_threads, split_every, /, **params):
@@ -354,27 +439,40 @@ def _loss(loss, input, target, weight, reduction, n_threads, split_every, /, **p
     _validate.check_reduction(reduction)
     _check_threads(n_threads)
     split_every = _check_split_every(split_every)
-    params = {k: v for k, v in params.items() if v is not None}
+    # None is "not given" only for the parameter arrays; elsewhere (alpha=None...) it is an
+    # error, as in memory
+    params = {k: v for k, v in params.items()
+              if v is not None or k not in ("pos_weight", "weight")}
     _check_parameters(params, {"pos_weight": "pos_weight", "weight": "weight"})
     template = StreamingLoss(loss, **params)  # checks the parameters
+    # the template's params: validated, the arrays private read-only float64 copies (later
+    # changes to the caller's arrays change neither the result nor its keys)
     p = template.params
     binary = LOSSES[loss][0] == "binary"
     plan = _Plan(loss, input, target, weight if binary else None, p.get("pos_weight"),
                  p.get("weight"), p.get("ignore_index", -100), "weight")
+    dtype = plan.result_dtype
     if reduction == "none":
-        return plan.blockwise(_block_losses, dtype=plan.result_dtype,
-                              meta=np.empty((0,) * len(plan.out_ind), plan.result_dtype),
-                              token=f"fastloss-{loss}", loss=loss, params=params,
+        return plan.blockwise(_block_losses, dtype=dtype,
+                              meta=np.empty((0,) * len(plan.out_ind), dtype),
+                              token=f"fastloss-{loss}", loss=loss, params=p,
                               n_threads=n_threads)
-    # The binary losses' weight rescales each element and their "mean" divides by the number
-    # of elements (torch): with it as the StreamingLoss's sample weight, that is sum / count.
-    # The softmax losses' "mean" divides by the sum of the targets' class weights over the
-    # positions not ignored (or the number of positions): weight_sum, without sample weights.
-    merged = _reduce(plan.states(template, n_threads), split_every)
-    total = dask.delayed(_total, pure=True)(merged, reduction=reduction, dtype=plan.result_dtype,
-                                             denominator="count" if binary else "weight_sum")
-    return da.from_delayed(total, (), dtype=plan.result_dtype,
-                           meta=np.empty((), plan.result_dtype))
+    if da.Array is not _LegacyArray:
+        raise NotImplementedError(
+            f'fastloss.dask\'s reduction="{reduction}" needs dask.array.from_delayed, which '
+            "dask.array with query planning (array.query-planning=True, experimental) does "
+            "not have yet; evaluate() works there")
+    # Each block's float64 (total, denominator), as the in-memory function computes them (the
+    # binary losses' weight rescales each element, and "mean" divides by the number of
+    # elements; the softmax losses' "mean" by the sum of the targets' class weights over the
+    # positions not ignored, or the number of positions), added by a tree reduction.
+    partials = plan.partials(_block_totals, "fastloss-partials", loss=loss, params=p,
+                             n_threads=n_threads)
+    name = f"fastloss-total-{tokenize(partials.name, split_every, reduction)}"
+    graph = _tree(partials, _add, functools.partial(_finish, reduction=reduction, dtype=dtype),
+                  split_every, name)
+    return da.from_delayed(Delayed(name, graph, layer=name), (), dtype=dtype,
+                           meta=np.empty((), dtype))
 
 
 # The loss functions: the in-memory ones' arguments (without out=), lazy results.
@@ -389,29 +487,30 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_thre
     Parameters
     ----------
     input, target : Dask arrays (array_like is wrapped with ``dask.array.asarray``)
-        Probabilities and targets in [0, 1] of one shape; their chunks need not match (they
-        are unified before the per-block tasks).
+        Probabilities and targets in [0, 1] of one shape; their chunks need not match (the
+        target is rechunked to the input's chunks).
     weight : Dask array or array_like, optional
-        Multiplies each element's loss; broadcasts to the input's shape.
+        Multiplies each element's loss (any real values: negative, nan and inf too, as in
+        memory); broadcasts to the input's shape; rechunked to the input's chunks.
     reduction : {"mean", "none", "sum"}
         "none": a Dask array of the per-element losses, chunked like the input, computed block
         by block by the in-memory function. "mean", "sum": a 0-d Dask array of the input's
-        dtype that computes to the NumPy scalar the in-memory function returns (within about
-        1e-15 relative in float64: both accumulate in float64, in different groupings), from
-        one partial state per block merged by a tree reduction; no task returns per-element
-        losses.
+        dtype that computes to the NumPy scalar the in-memory function returns: each block's
+        float64 total and element count, as the in-memory function computes them, added by a
+        tree reduction (no task returns per-element losses), then the total (or the total over
+        the count) in the input's dtype. Within about 1e-15 relative of the in-memory result
+        for float64 input, a few ulps for float16/float32 (see :mod:`fastloss.dask`).
     n_threads : int, optional
-        Kernel threads per task; default 1 when tasks run concurrently (a dask.distributed
-        worker, the threaded scheduler), see :mod:`fastloss.dask`.
+        Kernel threads per task; default 1 (see :mod:`fastloss.dask`).
     split_every : int >= 2, optional
-        Partial states merged per task, as in :func:`evaluate`.
+        Partial results added per task, as in :func:`evaluate`.
 
     Raises
     ------
     TypeError, ValueError
         At once, as the in-memory function: dtypes, shapes that do not match or broadcast
         (named in the message), an unknown reduction, a bad n_threads. When computed: targets
-        or probabilities outside [0, 1], negative or non-finite weights (ValueError).
+        or probabilities outside [0, 1] (ValueError).
     """
     return _loss("binary_cross_entropy", input, target, weight, reduction, n_threads,
                  split_every)
@@ -429,14 +528,18 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     input, target, weight, reduction, n_threads, split_every
         As in :func:`binary_cross_entropy` (input: logits).
     pos_weight : array_like, optional
-        In memory (a NumPy array; every task holds it), broadcasting to the input's shape; the
-        input axes along which it varies (the class axis of a (C,) pos_weight) are made one
-        chunk.
+        In memory (a NumPy array; every task holds a private copy), broadcasting to the
+        input's shape; the input axes along which it varies (the class axis of a (C,)
+        pos_weight) are made one chunk, so the result of "none" is chunked like the input
+        except along them. For N-d input it must not vary along the first (batch) axis
+        (ValueError: each task would need the whole input); for 1-D input, one that varies
+        makes the input one chunk (one row of classes).
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`binary_cross_entropy`, and TypeError for a Dask collection as pos_weight.
+        As :func:`binary_cross_entropy`, TypeError for a Dask collection as pos_weight, and
+        ValueError for a pos_weight that varies along the first axis of N-d input.
     """
     return _loss("binary_cross_entropy_with_logits", input, target, weight, reduction,
                  n_threads, split_every, pos_weight=pos_weight)
@@ -454,7 +557,8 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *
     input, target, weight, reduction, n_threads, split_every
         As in :func:`binary_cross_entropy_with_logits`.
     alpha, gamma
-        As in the in-memory function (ValueError at once for gamma < 0 or alpha > 1).
+        As in the in-memory function (at once: ValueError for gamma < 0 or alpha > 1,
+        TypeError for None).
     """
     return _loss("sigmoid_focal_loss", input, target, weight, reduction, n_threads,
                  split_every, alpha=alpha, gamma=gamma)
@@ -475,9 +579,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         Logits (C,), (N, C) or (N, C, d1, ..., dk); the class axis is made one chunk.
     target : Dask array or array_like
         Class indices of shape (N, d1, ..., dk), or class probabilities of the input's shape;
-        chunks need not match the input's (they are unified).
+        chunks need not match the input's (the target is rechunked to them).
     weight : array_like of shape (C,), optional
-        Class weights, in memory (a NumPy array).
+        Class weights, in memory (a NumPy array; every task holds a private copy).
     ignore_index, label_smoothing
         As in the in-memory function.
     reduction : {"mean", "none", "sum"}
@@ -491,8 +595,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     ------
     TypeError, ValueError
         At once, as the in-memory function: dtypes, shapes (named in the message),
-        label_smoothing, ignore_index with probability targets, a Dask collection as weight,
-        an unknown reduction, a bad n_threads.
+        label_smoothing, ignore_index with probability targets, an input without classes, a
+        Dask collection as weight, an unknown reduction, a bad n_threads.
     IndexError
         When computed: "Target 7 is out of bounds." for a class index outside [0, C) that is
         not ignore_index.

@@ -60,15 +60,26 @@ def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, 
     out_arr = _validate.out_array(out, reduction, x.shape, result_dtype,
                                   [("input", x), ("target", y), ("weight", w[0]),
                                    ("pos_weight", pw[0])])
-    threads = _validate.thread_count(n_threads, x.size)
     values = _values(reduction, out_arr, x.shape, x.dtype)
+    total, count = _binary_totals(loss, (x, y, target_type, w, pw), values, n_threads, **params)
+    return _result(reduction, total, count, values, out_arr, out, result_dtype)
+
+
+def _binary_totals(loss, operands, values, n_threads, **params):
+    """Run an elementwise loss's kernel on validated operands (input, target, target type,
+    weight and pos_weight as from _binary_operands); the per-element losses go to values when
+    it is not None. Returns (total, denominator) in float64: the kernel's sum of the weighted
+    losses and the number of elements, what "sum" and "mean" (total / denominator) are made
+    of."""
+    x, y, target_type, w, pw = operands
+    threads = _validate.thread_count(n_threads, x.size)
     total = 0.0
     if x.size:
         total, flags = _kernels.binary_loss(
             loss, _validate.flat(x), _validate.flat(y), target_type, *w, *pw,
             None if values is None else values.reshape(-1), threads, **params)
         _check_flags(flags)
-    return _result(reduction, total, x.size, values, out_arr, out, result_dtype)
+    return float(total), float(x.size)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_threads=None,
@@ -260,11 +271,24 @@ def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_
     x, result_dtype, input_shape, loss_shape, t, target_type, w, ignore, eps = \
         _softmax_operands(input, target, weight, ignore_index, label_smoothing,
                           focal_gamma is not None)
-    n, n_classes, n_spatial = x.shape
     out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
                                   [("input", x), ("target", t), ("weight", w)])
-    threads = _validate.thread_count(n_threads, x.size)
     values = _values(reduction, out_arr, loss_shape, x.dtype)
+    total, denominator = _softmax_totals((x, t, target_type, w, ignore, eps), values, n_threads,
+                                         focal_gamma)
+    return _result(reduction, total, denominator, values, out_arr, out, result_dtype)
+
+
+def _softmax_totals(operands, values, n_threads, focal_gamma=None):
+    """Run a softmax loss's kernel on validated operands (input as (N, C, S), target, target
+    type, class weights, ignore_index, label_smoothing, as from _softmax_operands); the
+    per-position losses go to values when it is not None. Returns (total, denominator) in
+    float64: the kernel's sum of the losses, and what "mean" divides it by: the sum of the
+    targets' class weights over the positions not ignored (index targets), or the number of
+    positions (probability targets)."""
+    x, t, target_type, w, ignore, eps = operands
+    n, _, n_spatial = x.shape
+    threads = _validate.thread_count(n_threads, x.size)
     total = denominator = 0.0
     if n * n_spatial:
         total, denominator, bad = _kernels.cross_entropy_loss(
@@ -273,7 +297,7 @@ def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_
         _check_indices(bad, t)
     if target_type == _validate.TARGET_PROBABILITIES:
         denominator = n * n_spatial
-    return _result(reduction, total, denominator, values, out_arr, out, result_dtype)
+    return float(total), float(denominator)
 
 
 def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *, weight=None,
