@@ -1,13 +1,13 @@
 """plot_loss_histograms: what it draws, the file it writes, and its errors."""
 import sys
 
+import matplotlib.axes
+import matplotlib.patches
 import numpy as np
 import pytest
 
 import fastloss
 from fastloss import StreamingLoss, plot_loss_histograms
-
-matplotlib = pytest.importorskip("matplotlib")  # in the test extra; absent only outside it
 
 
 @pytest.fixture
