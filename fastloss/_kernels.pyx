@@ -121,9 +121,12 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     if stats is not None and stats.spec.edges != NULL:
         n_slots = FL_HIST_SLOTS(stats.spec.n_bins)
     cdef Py_ssize_t copies = 1 if stats is None else 1 << stats.spec.copy_shift
-    cdef cnp.ndarray hist = np.zeros(max(n_threads * n_slots * copies, 1), np.int64)
-    cdef long long *hist_data = <long long *>cnp.PyArray_DATA(hist)
     cdef Py_ssize_t hist_stride = n_slots * copies
+    cdef cnp.ndarray hist = None
+    cdef long long *hist_data = NULL
+    if n_slots:
+        hist = np.zeros(n_threads * hist_stride, np.int64)
+        hist_data = <long long *>cnp.PyArray_DATA(hist)
     cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
         max(nblocks, 1) * sizeof(fl_block_result))
     if results == NULL:

@@ -58,6 +58,7 @@ class _Array:
         if not os.path.isfile(path):
             raise InputError(f"{path}: no such file")
         self._stream = self._archive = None
+        self._whole = None  # the whole array mapped, when rows are not contiguous
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"
         if is_zip:
@@ -133,7 +134,7 @@ class _Array:
             if len(data) < rows * self._row_bytes:
                 raise InputError(f"{self.name} is truncated")
             return np.frombuffer(data, self.dtype).reshape(shape)
-        if hasattr(self, "_whole"):
+        if self._whole is not None:
             return self._whole[start:start + rows]
         if rows == 0 or self._row_bytes == 0:
             return np.empty(shape, self.dtype)

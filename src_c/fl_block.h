@@ -17,12 +17,13 @@
 /* Elements per inner step of a block: the size of the staging buffers. */
 #define FL_CHUNK 512
 
-/* Vectorized loops run over a multiple of FL_LANES elements: a shorter tail (only at the end of
- * the data: blocks and chunks are multiples of it) is padded with neutral values. Otherwise its
- * elements would go through the compiler's scalar epilogue, which may round differently (other
- * FMA contractions) than the vector body: an element's loss would depend on where the data
- * starts, and the statistics of a batch on how the data is split. 16 is the longest vector (16
- * floats). */
+/* The elementwise loops run over a multiple of FL_LANES elements: a shorter tail (only at the
+ * end of the data: blocks and chunks are multiples of it) is padded with neutral values.
+ * Otherwise its elements would go through the compiler's scalar epilogue, which may round
+ * differently (other FMA contractions) than the vector body: an element's loss would depend on
+ * where the data starts, and the statistics of a batch on how the data is split. (The softmax
+ * losses' tails are not padded: their formulas leave no choice of contraction, see fl_coef in
+ * fl_math.h; tests/test_threads.py checks both.) 16 is the longest vector (16 floats). */
 #define FL_LANES 16
 #define FL_PADDED(n) (((n) + FL_LANES - 1) / FL_LANES * FL_LANES)
 
