@@ -2,6 +2,7 @@
 
 OpenMP is used when the compiler supports it; otherwise the extension builds and runs serially.
 """
+import glob
 import os
 import sys
 import tempfile
@@ -66,6 +67,7 @@ extensions = [
         "fastloss._kernels",
         sources=SOURCES,
         include_dirs=["src_c", np.get_include()],
+        depends=sorted(glob.glob("src_c/*.h")),  # rebuild when a kernel header changes
         libraries=["m"],  # the double kernels call libm's exp, log and log1p
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

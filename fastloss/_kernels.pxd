@@ -12,6 +12,8 @@ cdef extern from "fl_block.h" nogil:
         ptrdiff_t count, nan_count
         double min, max
         long long *hist
+        void *scratch
+    enum: FL_SCRATCH_BYTES
     ctypedef void (*fl_block_fn)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                  fl_block_result *result)
     ctypedef struct fl_operand:

@@ -16,6 +16,7 @@ import numpy as np
 cnp.import_array()
 
 BLOCK = FL_BLOCK
+SCRATCH_BYTES = FL_SCRATCH_BYTES  # per thread, for the kernels' staging buffers
 BINS_UNIFORM, BINS_LOG, BINS_EDGES = FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
@@ -111,6 +112,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     cdef int flags = 0
     cdef ptrdiff_t bad = -1
     global _used_threads
+    n_threads = min(n_threads, nblocks)  # a thread without a block would only cost memory
     if _in_forked_child or nblocks == 1:
         n_threads = 1
     elif n_threads > 1:
@@ -127,19 +129,27 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     if n_slots:
         hist = np.zeros(n_threads * hist_stride, np.int64)
         hist_data = <long long *>cnp.PyArray_DATA(hist)
+    # Each thread's staging buffers live in its own slice of scratch (not on its stack, which
+    # may be small), 64-byte aligned.
+    cdef Py_ssize_t scratch_stride = (FL_SCRATCH_BYTES + 63) // 64 * 64
+    cdef char *scratch_block = <char *>PyMem_Malloc(n_threads * scratch_stride + 64)
+    cdef char *scratch = <char *>((<size_t>scratch_block + 63) // 64 * 64)
     cdef fl_block_result *results = <fl_block_result *>PyMem_Malloc(
         max(nblocks, 1) * sizeof(fl_block_result))
-    if results == NULL:
+    if results == NULL or scratch_block == NULL:
+        PyMem_Free(results)
+        PyMem_Free(scratch_block)
         raise MemoryError()
     try:
         with nogil:
             if n_threads == 1:
                 for b in range(nblocks):
-                    _run_block(fn, args, n, block, b, results, hist_data)
+                    _run_block(fn, args, n, block, b, results, hist_data, scratch)
             else:
                 for b in prange(nblocks, num_threads=n_threads, schedule="static"):
                     _run_block(fn, args, n, block, b, results,
-                               hist_data + threadid() * hist_stride)
+                               hist_data + threadid() * hist_stride,
+                               scratch + threadid() * scratch_stride)
             # In block order, whatever thread computed each block: bitwise reproducible.
             for b in range(nblocks):
                 loss += results[b].loss
@@ -153,6 +163,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
                 hi = max(hi, results[b].max)
     finally:
         PyMem_Free(results)
+        PyMem_Free(scratch_block)
     if stats is None:
         return loss, weight, flags, bad, None
     slots = None
@@ -163,7 +174,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
 
 cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
                             Py_ssize_t b, fl_block_result *results,
-                            long long *hist) noexcept nogil:
+                            long long *hist, char *scratch) noexcept nogil:
     cdef fl_block_result *r = &results[b]
     r.loss = 0
     r.weight = 0
@@ -174,6 +185,7 @@ cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_s
     r.min = INFINITY
     r.max = -INFINITY
     r.hist = hist
+    r.scratch = scratch
     fn(args, b * block, min(block, n - b * block), r)
 
 

@@ -19,6 +19,7 @@ REDUCTIONS = ("none", "mean", "sum")
 # (measured: 2 threads are 0.43x as fast at 1k elements, 1.1x at 16k, 1.7x at 64k).
 MIN_ELEMENTS_PER_THREAD = 32768
 MAX_THREADS = 1024
+MAX_CLASSES = 2**31 - 1
 
 # Target dtypes the kernels read in place (bool is read as uint8), with their C type codes.
 TARGET_FLOAT, TARGET_U8, TARGET_I64 = 0, 1, 2
@@ -214,6 +215,9 @@ def class_input(obj):
         loss_shape = (x.shape[0],) + x.shape[2:]
     if c == 0 and n * s:
         raise ValueError(f"input of shape {x.shape} has no classes")
+    if c > MAX_CLASSES:  # the kernels hold a class index in a C int
+        raise ValueError(f"input of shape {x.shape} has {c} classes; at most {MAX_CLASSES} "
+                         "are supported")
     return np.require(x, requirements="CA").reshape(n, c, s), result_dtype, x.shape, loss_shape
 
 

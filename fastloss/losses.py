@@ -32,10 +32,12 @@ def _values(reduction, out_arr, shape, dtype):
 def _result(reduction, total, count, values, out_arr, out, result_dtype):
     """What the loss returns: the sum, the mean total/count, or the per-position values, in the
     result's dtype and in out when given."""
-    if reduction == "sum":
-        return result_dtype.type(total)
-    if reduction == "mean":  # IEEE division, as torch: 0/0 is nan, and x/0 is +-inf
-        with np.errstate(divide="ignore", invalid="ignore"):
+    # IEEE arithmetic, as torch: 0/0 is nan, x/0 is +-inf, and a float64 total beyond the
+    # result dtype's range rounds to +-inf
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "sum":
+            return result_dtype.type(total)
+        if reduction == "mean":
             return result_dtype.type(np.float64(total) / count)
     if out_arr is None:
         return values.astype(result_dtype, copy=False)

@@ -162,10 +162,12 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
 
 #undef FL_OUTSIDE_UNIT
 
-/* A block is read in chunks of FL_CHUNK elements, so that the staging buffers take at most
- * 6 * FL_CHUNK * sizeof(double) = 24 KiB of stack (threads may have as little as 128 KiB).
- * Chunk sums (float lanes) are added in double. With statistics, each chunk's losses are staged
- * in lbuf and accumulated by fl_stats_chunk, with the weight operand as the sample weight. */
+/* A block is read in chunks of FL_CHUNK elements, staged in five buffers of FL_CHUNK values in
+ * the thread's scratch memory. Chunk sums (float lanes) are added in double; a chunk whose float
+ * sum overflows (float32 losses near FLT_MAX) is summed again in double from its stored losses,
+ * so "sum" and "mean" are finite whenever the float64 sum is. With statistics, each chunk's
+ * losses are staged in lbuf and accumulated by fl_stats_chunk, with the weight operand as the
+ * sample weight. */
 FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                      fl_block_result *result, const int loss) {
     const fl_binary_args *a = (const fl_binary_args *)args;
@@ -173,9 +175,13 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
     FL_S(fl_focal_params) f;
     f.alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
     f.alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
+    /* integer-ness of gamma as rounded to FL_T: a gamma below float's smallest subnormal is 0 */
     f.gamma = (FL_T)a->gamma;
-    f.int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
-    FL_T xbuf[FL_CHUNK], ybuf[FL_CHUNK], wbuf[FL_CHUNK], pwbuf[FL_CHUNK], lbuf[FL_CHUNK];
+    f.int_gamma = f.gamma <= 4 && f.gamma == (int)f.gamma ? (int)f.gamma : -1;
+    _Static_assert(5 * FL_CHUNK * sizeof(FL_T) <= FL_KERNEL_SCRATCH,
+                   "the staging buffers exceed the scratch memory");
+    FL_T *xbuf = (FL_T *)result->scratch, *ybuf = xbuf + FL_CHUNK, *wbuf = ybuf + FL_CHUNK;
+    FL_T *pwbuf = wbuf + FL_CHUNK, *lbuf = pwbuf + FL_CHUNK;
     double sum = 0;
     int flags = 0;
     for (ptrdiff_t at = start, n; at < start + len; at += n) {
@@ -203,13 +209,27 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
 #define FL_VARIANTS(has_pw, general)                                                       \
     (out ? (w_loop ? FL_CALL(1, has_pw, general, 1) : FL_CALL(0, has_pw, general, 1))      \
          : (w_loop ? FL_CALL(1, has_pw, general, 0) : FL_CALL(0, has_pw, general, 0)))
-        sum += pw                  ? FL_VARIANTS(1, 0)
-               : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
-                                                                  : FL_VARIANTS(0, 0);
+#define FL_ALL_VARIANTS                                                   \
+    (pw                                                 ? FL_VARIANTS(1, 0) \
+     : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1) \
+                                                        : FL_VARIANTS(0, 0))
+        FL_T chunk_sum = FL_ALL_VARIANTS;
+        if (!st && !(chunk_sum - chunk_sum == 0)) { /* inf or nan: is it float overflow? */
+            if (!out) {
+                out = lbuf;
+                chunk_sum = FL_ALL_VARIANTS; /* the same losses, stored */
+            }
+            double exact = 0;
+            for (ptrdiff_t k = 0; k < n; k++) exact += (double)out[k];
+            sum += exact;
+        } else {
+            sum += chunk_sum;
+        }
+#undef FL_ALL_VARIANTS
 #undef FL_VARIANTS
 #undef FL_CALL
         flags |= chunk_flags;
-        if (out == lbuf && !st) memcpy((FL_T *)a->out + at, lbuf, (size_t)n * sizeof(FL_T));
+        if (a->out && out == lbuf && !st) memcpy((FL_T *)a->out + at, lbuf, (size_t)n * sizeof(FL_T));
         if (st) {
             if (w) FL_S(fl_stats_chunk)(st, lbuf, w, NULL, NULL, n, result, 1, 0);
             else FL_S(fl_stats_chunk)(st, lbuf, NULL, NULL, NULL, n, result, 0, 0);

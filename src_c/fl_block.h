@@ -41,7 +41,16 @@ typedef struct {
     ptrdiff_t count, nan_count; /* positions that have a loss; those whose loss is nan */
     double min, max;            /* over the losses that are not nan */
     long long *hist;            /* the calling thread's histogram counters (added to) */
+    /* The calling thread's scratch memory, FL_SCRATCH_BYTES, aligned to 64 bytes: the staging
+     * buffers live there, not on the stack, so that the kernels run in threads with small stacks
+     * (Python allows 32 KiB, OMP_STACKSIZE less). */
+    void *scratch;
 } fl_block_result;
+
+/* Scratch memory per thread: the kernel's staging buffers (at most FL_KERNEL_SCRATCH bytes), then
+ * the statistics' counter indices (FL_CHUNK ints). */
+#define FL_KERNEL_SCRATCH (48 * 1024)
+#define FL_SCRATCH_BYTES (FL_KERNEL_SCRATCH + FL_CHUNK * sizeof(int))
 
 /* A weight broadcast to the input without being expanded: element i reads
  * data[(i / repeat) % period]. Callers pass data tiled to period + FL_BLOCK - 1 elements when

@@ -31,16 +31,16 @@ FL_INLINE int32_t fl_as_int(float f) { int32_t i; memcpy(&i, &f, sizeof i); retu
  * compiler's scalar code, which therefore round alike (a select of c*v is fused only where it
  * compiles to a branch). */
 
-/* c * v for v >= 0 (or nan), but 0 when c == 0 and v == +inf: a zero coefficient of an
- * infinite loss term gives 0, not nan (x = +inf, y = 1 is a perfect prediction, loss 0). nan
- * in c or v still propagates. The selects test c alone, with (0 < v ? 0 : v), which is 0 for
- * v in [0, inf] and nan for nan: GCC 12 vectorizes that inside large loops, where a condition
- * combining c == 0 and v == inf keeps the loop scalar. */
+/* c * v, but 0 when c == 0 and v is not nan: a zero weight removes its element, whatever the
+ * loss (+inf: x = +inf, y = 1 is a perfect prediction, loss 0, not nan; negative: a negative
+ * pos_weight). nan in c or v still propagates. The selects test c alone, with (v == v ? 0 : v),
+ * which is 0 for every v but nan: GCC 12 vectorizes that inside large loops, where a condition
+ * combining c == 0 and a test of v keeps the loop scalar. */
 FL_INLINE float fl_coef_f32(float c, float v) {
-    return (c == 0.0f ? 1.0f : c) * (c == 0.0f ? (0.0f < v ? 0.0f : v) : v);
+    return (c == 0.0f ? 1.0f : c) * (c == 0.0f ? (v == v ? 0.0f : v) : v);
 }
 FL_INLINE double fl_coef_f64(double c, double v) {
-    return (c == 0.0 ? 1.0 : c) * (c == 0.0 ? (0.0 < v ? 0.0 : v) : v);
+    return (c == 0.0 ? 1.0 : c) * (c == 0.0 ? (v == v ? 0.0 : v) : v);
 }
 
 /* c * v for a term whose nan, if any, reaches the loss through another term as well (x's nan

@@ -35,18 +35,21 @@ typedef struct {
 
 /* Positions handled per inner step: the lanes of the vectorized loops, at most FL_CE_LANES, and
  * at most FL_CE_TILE_LANES when rows are transposed into (C, lanes) tiles. The tiles (for logits
- * and probabilities, FL_CE_ROW_MIN_CLASSES x FL_CE_TILE_LANES) and the per-lane statistics take
- * about 42 KiB of stack in double (threads may have as little as 128 KiB). */
+ * and probabilities, FL_CE_ROW_MIN_CLASSES x FL_CE_TILE_LANES) and the per-lane values take
+ * about 43 KiB in double, in the thread's scratch memory (FL_KERNEL_SCRATCH). */
 #define FL_CE_LANES 128
 #define FL_CE_TILE_LANES 128
 /* From this many classes on, a row is processed as one vector (vectorized across classes);
  * below it, rows are transposed into a (C, lanes) tile and vectorized across rows. */
 #define FL_CE_ROW_MIN_CLASSES 16
+/* A long row's sums are accumulated in FL_T over this many classes at a time (at most 256 per
+ * float32 lane, so nothing saturates), and those partial sums in double. */
+#define FL_CE_CLASS_CHUNK 4096
 
 /* What the statistics include, by target kind: a constant in each instantiated loop. */
-enum { FL_CE_PLAIN,           /* index targets, no smoothing: m and se */
+enum { FL_CE_PLAIN,           /* index targets, no smoothing: m, se and rest */
        FL_CE_SMOOTHED,        /* index targets with label smoothing: also dist */
        FL_CE_PROBABILITIES,   /* probability targets: also dist and a_sum */
-       FL_CE_FOCAL };         /* focal loss: also dist = sum of exp(z_c - m) over c != target */
+       FL_CE_FOCAL };         /* focal loss: as plain */
 
 #endif /* FL_SOFTMAX_H */

@@ -4,41 +4,57 @@
  * Per position, with m = max_c z_c and se = sum_c exp(z_c - m) (in [1, C], so nothing
  * overflows), -log p_c = (m - z_c) + log(se): a sum of two non-negative terms, for any logits.
  * Nothing of size C is ever materialized: one pass finds m, a second accumulates se and the
- * sums the loss needs. The focal loss also accumulates other = sum_{c != t} exp(z_c - m), so that
- * 1 - p_t = other/se and, for confident predictions, -log p_t = log1p(other/e_t) keep their
- * relative accuracy where 1 - p_t and log(se) - (z_t - m) would be differences of near-equals
- * (cross-entropy skips that: its absolute error there is already below 1e-6 in float32).
+ * sums the loss needs. It also accumulates rest = the sum of exp(z_c - m) over the classes below
+ * the maximum, which gives log(se) to full relative accuracy for confident rows (fl_log_se).
+ * A row's own values are combined in double (fl_acc): a float32 difference such as m - z_t can
+ * overflow for logits near +-FLT_MAX where the weighted loss is finite.
  */
+
+typedef double fl_acc;
 
 /* ---- The formulas ---- */
 
-/* -log p_t of target logit z_t, to full relative accuracy for the focal loss: with
- * e_t = exp(z_t - m), log1p(other/e_t) while p_t >= 1/2 (other <= e_t, so the argument is in
- * [0, 1]), else (m - z_t) + log(se). */
-FL_INLINE FL_T FL_S(fl_focal_nll)(FL_T m, FL_T z_t, FL_T log_se, FL_T other) {
-    FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
-    return other <= e_t ? FL_S(fl_log1p_unit)(other / e_t) : (m - z_t) + log_se;
+/* log(se), with se = ties + rest: ties >= 1 classes at the maximum (each adding exactly 1) and
+ * rest from the others. With one maximum and rest <= 1 (every confident row), log(se) =
+ * log1p(rest): rounding 1 + rest would keep only the leading digits of rest (at a logit margin
+ * of 30, se - 1 ~ 1e-13 keeps 3 digits in double), and for a confident target the loss is log(se)
+ * alone. se - rest is ties up to rounding: an integer, so 1.5 separates one maximum from more. */
+FL_INLINE FL_T FL_S(fl_log_se)(FL_T se, FL_T rest) {
+    return se - rest < (FL_T)1.5 && rest <= 1 ? FL_S(fl_log1p_unit)(rest) : FL_S(fl_log)(se);
+}
+
+/* -log p_t = (m - z_t) + log(se) for the target logit z_t. */
+FL_INLINE fl_acc FL_S(fl_nll)(FL_T m, FL_T z_t, FL_T log_se) {
+    return ((fl_acc)m - (fl_acc)z_t) + (fl_acc)log_se;
 }
 
 /* Index target t with weight w_t and label smoothing eps over C classes (torch's definition):
  *     (1 - eps) * w_t * nll + eps/C * sum_c w_c * (-log p_c),
- * with sum_c w_c * (-log p_c) = dist + w_sum * log(se), dist = sum_c w_c * (m - z_c). */
-FL_INLINE FL_T FL_S(fl_ce_smoothed)(FL_T nll, FL_T w_t, FL_T log_se, FL_T dist, FL_T w_sum,
-                                    FL_T eps, FL_T eps_over_c) {
-    return FL_S(fl_coef)((1 - eps) * w_t, nll) + FL_S(fl_coef)(eps_over_c, dist + w_sum * log_se);
+ * with eps/C * sum_c w_c * (-log p_c) = 2*half_dist + eps/C * w_sum * log(se), where
+ * half_dist = sum_c (eps/C * w_c) * (m - z_c)/2: halved and scaled before it is summed, so that
+ * the float sum cannot overflow where the loss does not. */
+FL_INLINE fl_acc FL_S(fl_ce_smoothed)(fl_acc nll, FL_T w_t, FL_T log_se, FL_T half_dist,
+                                      FL_T w_sum, FL_T eps, FL_T eps_over_c) {
+    return fl_coef_f64((fl_acc)((1 - eps) * w_t), nll) + 2 * (fl_acc)half_dist +
+           (fl_acc)eps_over_c * (fl_acc)w_sum * (fl_acc)log_se;
 }
 
 /* Probability targets y_c, mixed as q_c = y_c*(1 - eps) + eps/C, with class weights w_c:
- *     sum_c w_c*q_c*(-log p_c) = dist + a_sum * log(se),
- * with a_c = w_c*q_c, a_sum = sum_c a_c and dist = sum_c a_c*(m - z_c). */
-FL_INLINE FL_T FL_S(fl_ce_probabilities)(FL_T log_se, FL_T dist, FL_T a_sum) {
-    return dist + a_sum * log_se;
+ *     sum_c w_c*q_c*(-log p_c) = 2*half_dist + a_sum * log(se),
+ * with a_c = w_c*q_c, a_sum = sum_c a_c and half_dist = sum_c a_c*(m - z_c)/2. */
+FL_INLINE fl_acc FL_S(fl_ce_probabilities)(FL_T log_se, FL_T half_dist, FL_T a_sum) {
+    return 2 * (fl_acc)half_dist + (fl_acc)a_sum * (fl_acc)log_se;
 }
 
-/* Softmax focal loss w_t * (1 - p_t)^gamma * nll, with 1 - p_t = other/se. Integer gamma
- * (0 to 4) multiplies; other gamma use exp(gamma * (log(other) - log(se))). */
-FL_INLINE FL_T FL_S(fl_softmax_focal)(FL_T nll, FL_T w_t, FL_T other, FL_T se, FL_T log_se,
-                                      FL_T gamma, int int_gamma) {
+/* Softmax focal loss w_t * (1 - p_t)^gamma * nll, with 1 - p_t = other/se and other the sum of
+ * exp(z_c - m) over c != t, from the row's sums without cancellation: for a target below the
+ * maximum, other = se - e_t >= se/2 (e_t < 1 <= other); for a target at the maximum, rest when it
+ * is the only one, else se - 1 >= se/2. Integer gamma (0 to 4) multiplies; other gamma use
+ * exp(gamma * (log(other) - log(se))), accurate where other/se would underflow. */
+FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
+                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma) {
+    FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
+    FL_T other = z_t == m && se - rest < (FL_T)1.5 ? rest : se - e_t;
     FL_T factor;
     if (int_gamma >= 0) {
         FL_T q = other / se, q2 = q * q;
@@ -46,75 +62,91 @@ FL_INLINE FL_T FL_S(fl_softmax_focal)(FL_T nll, FL_T w_t, FL_T other, FL_T se, F
     } else {
         factor = FL_S(fl_exp_nonpos)(gamma * (FL_S(fl_log)(other) - log_se));
     }
-    return FL_S(fl_coef)(w_t, FL_S(fl_coef)(factor, nll));
+    return fl_coef_f64((fl_acc)w_t, fl_coef_f64((fl_acc)factor, nll));
 }
 
 /* ---- Statistics of positions ---- */
 
+/* The sums of one class c of one position, with d = z_c - m <= 0 and m_half = m/2: se and rest
+ * (see fl_log_se), and for smoothing or probability targets half_dist and a_sum (see
+ * fl_ce_smoothed and fl_ce_probabilities). */
+#define FL_CE_ACCUMULATE(kind, z_c, y_c, w_c, m_half, d, se, rest, half_dist, a_sum)           \
+    do {                                                                                       \
+        FL_T e_ = FL_S(fl_exp_nonpos)(d);                                                      \
+        se += e_;                                                                              \
+        rest += (d) == 0 ? 0 : e_;                                                             \
+        /* m/2 - z/2 is exact up to one rounding and cannot overflow */                        \
+        if (kind == FL_CE_SMOOTHED)                                                            \
+            half_dist += FL_S(fl_coef_inf)((w_c) * eps_over_c, (m_half) - (z_c) * (FL_T)0.5);  \
+        if (kind == FL_CE_PROBABILITIES) {                                                     \
+            FL_T a_ = (w_c) * ((y_c) * keep + eps_over_c);                                     \
+            a_sum += a_;                                                                       \
+            half_dist += FL_S(fl_coef_inf)(a_, (m_half) - (z_c) * (FL_T)0.5);                  \
+        }                                                                                      \
+    } while (0)
+
 /* Per-lane statistics of a (C, lanes) tile: element (c, l) at z[c*cs + l] (y likewise, for
- * probability targets); t holds the lanes' target classes (-1 for none). Vectorized across
- * lanes; m, se, other, dist and a_sum receive one value per lane. */
+ * probability targets). Vectorized across lanes; m, se, rest, half_dist and a_sum receive one
+ * value per lane. */
 FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restrict y,
-                                      const int *restrict t, ptrdiff_t cs, ptrdiff_t C,
-                                      ptrdiff_t lanes, const FL_T *restrict w, FL_T keep,
-                                      FL_T eps_over_c, FL_T *restrict m, FL_T *restrict se,
-                                      FL_T *restrict other, FL_T *restrict dist,
-                                      FL_T *restrict a_sum, const int kind) {
+                                      ptrdiff_t cs, ptrdiff_t C, ptrdiff_t lanes,
+                                      const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
+                                      FL_T *restrict m, FL_T *restrict se, FL_T *restrict rest,
+                                      FL_T *restrict half_dist, FL_T *restrict a_sum,
+                                      const int kind) {
     for (ptrdiff_t l = 0; l < lanes; l++) m[l] = z[l];
     for (ptrdiff_t c = 1; c < C; c++) {
         const FL_T *zc = z + c * cs;
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; l++) m[l] = zc[l] > m[l] ? zc[l] : m[l];
     }
-    for (ptrdiff_t l = 0; l < lanes; l++) se[l] = other[l] = dist[l] = a_sum[l] = 0;
+    for (ptrdiff_t l = 0; l < lanes; l++) se[l] = rest[l] = half_dist[l] = a_sum[l] = 0;
     for (ptrdiff_t c = 0; c < C; c++) {
         const FL_T *zc = z + c * cs;
         const FL_T *yc = kind == FL_CE_PROBABILITIES ? y + c * cs : NULL;
         const FL_T wc = w[c];
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; l++) {
-            FL_T d = zc[l] - m[l], e = FL_S(fl_exp_nonpos)(d);
-            se[l] += e;
-            if (kind == FL_CE_FOCAL) other[l] += t[l] == c ? 0 : e;
-            if (kind == FL_CE_SMOOTHED) dist[l] += FL_S(fl_coef_inf)(wc, -d);
-            if (kind == FL_CE_PROBABILITIES) {
-                FL_T a = wc * (yc[l] * keep + eps_over_c);
-                a_sum[l] += a;
-                dist[l] += FL_S(fl_coef_inf)(a, -d);
-            }
+            FL_T d = zc[l] - m[l];
+            FL_CE_ACCUMULATE(kind, zc[l], yc[l], wc, m[l] * (FL_T)0.5, d, se[l], rest[l],
+                             half_dist[l], a_sum[l]);
         }
     }
 }
 
-/* The same statistics for one row of C contiguous logits (y: its probabilities; t: its target
- * class), vectorized across classes: the layout of (N, C) input with many classes. */
-FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restrict y, int t,
+/* The same statistics for one row of C contiguous logits (y: its probabilities), vectorized
+ * across classes: the layout of (N, C) input with many classes. Sums run over chunks of
+ * FL_CE_CLASS_CHUNK classes in FL_T, added in double. */
+FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restrict y,
                                      ptrdiff_t C, const FL_T *restrict w, FL_T keep,
-                                     FL_T eps_over_c, FL_T *m_out, FL_T *se_out,
-                                     FL_T *other_out, FL_T *dist_out, FL_T *a_sum_out,
-                                     const int kind) {
+                                     FL_T eps_over_c, FL_T *m_out, FL_T *se_out, FL_T *rest_out,
+                                     FL_T *half_dist_out, FL_T *a_sum_out, const int kind) {
     FL_T m = z[0];
 #pragma omp simd reduction(max : m)
     for (ptrdiff_t c = 0; c < C; c++) m = z[c] > m ? z[c] : m;
-    FL_T se = 0, other = 0, dist = 0, a_sum = 0;
-#pragma omp simd reduction(+ : se, other, dist, a_sum)
-    for (ptrdiff_t c = 0; c < C; c++) {
-        FL_T d = z[c] - m, e = FL_S(fl_exp_nonpos)(d);
-        se += e;
-        if (kind == FL_CE_FOCAL) other += t == c ? 0 : e;
-        if (kind == FL_CE_SMOOTHED) dist += FL_S(fl_coef_inf)(w[c], -d);
-        if (kind == FL_CE_PROBABILITIES) {
-            FL_T a = w[c] * (y[c] * keep + eps_over_c);
-            a_sum += a;
-            dist += FL_S(fl_coef_inf)(a, -d);
+    const FL_T m_half = m * (FL_T)0.5;
+    double se_all = 0, rest_all = 0, half_dist_all = 0, a_sum_all = 0;
+    for (ptrdiff_t c0 = 0; c0 < C; c0 += FL_CE_CLASS_CHUNK) {
+        const ptrdiff_t c1 = C - c0 < FL_CE_CLASS_CHUNK ? C : c0 + FL_CE_CLASS_CHUNK;
+        FL_T se = 0, rest = 0, half_dist = 0, a_sum = 0;
+#pragma omp simd reduction(+ : se, rest, half_dist, a_sum)
+        for (ptrdiff_t c = c0; c < c1; c++) {
+            FL_T d = z[c] - m;
+            FL_CE_ACCUMULATE(kind, z[c], y[c], w[c], m_half, d, se, rest, half_dist, a_sum);
         }
+        se_all += se;
+        rest_all += rest;
+        half_dist_all += half_dist;
+        a_sum_all += a_sum;
     }
     *m_out = m;
-    *se_out = se;
-    *other_out = other;
-    *dist_out = dist;
-    *a_sum_out = a_sum;
+    *se_out = (FL_T)se_all;
+    *rest_out = (FL_T)rest_all;
+    *half_dist_out = (FL_T)half_dist_all;
+    *a_sum_out = (FL_T)a_sum_all;
 }
+
+#undef FL_CE_ACCUMULATE
 
 /* ---- Block entry point (fl_block_fn) ---- */
 
@@ -163,19 +195,24 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                      : a->focal    ? FL_CE_FOCAL
                      : eps != 0    ? FL_CE_SMOOTHED
                                    : FL_CE_PLAIN;
-    const FL_T gamma = (FL_T)a->gamma;
-    const int int_gamma = a->gamma <= 4 && a->gamma == (int)a->gamma ? (int)a->gamma : -1;
+    const FL_T gamma = (FL_T)a->gamma; /* integer-ness as rounded, see fl_binary_block */
+    const int int_gamma = gamma <= 4 && gamma == (int)gamma ? (int)gamma : -1;
     FL_T w_sum = 0;
     for (ptrdiff_t c = 0; c < C; c++) w_sum += w[c];
     const int transpose = S == 1 && C < FL_CE_ROW_MIN_CLASSES;
 
-    FL_T ztile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
-    FL_T ytile[FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES];
-    FL_T m[FL_CE_LANES], se[FL_CE_LANES], other[FL_CE_LANES], dist[FL_CE_LANES];
-    FL_T a_sum[FL_CE_LANES], z_t[FL_CE_LANES], w_t[FL_CE_LANES], losses[FL_CE_LANES];
-    FL_T swbuf[FL_CE_LANES];
-    long long idx[FL_CE_LANES];
-    int target[FL_CE_LANES]; /* each lane's class, or -1 when ignored or out of range */
+    /* the staging buffers, in the thread's scratch memory (FL_KERNEL_SCRATCH) */
+    _Static_assert((2 * FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES + 9 * FL_CE_LANES) * sizeof(FL_T)
+                   + FL_CE_LANES * (sizeof(long long) + sizeof(int)) <= FL_KERNEL_SCRATCH,
+                   "the softmax staging buffers exceed the scratch memory");
+    FL_T *ztile = (FL_T *)result->scratch;
+    FL_T *ytile = ztile + FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES;
+    FL_T *m = ytile + FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES;
+    FL_T *se = m + FL_CE_LANES, *rest = se + FL_CE_LANES, *half_dist = rest + FL_CE_LANES;
+    FL_T *a_sum = half_dist + FL_CE_LANES, *z_t = a_sum + FL_CE_LANES, *w_t = z_t + FL_CE_LANES;
+    FL_T *losses = w_t + FL_CE_LANES, *swbuf = losses + FL_CE_LANES;
+    long long *idx = (long long *)(swbuf + FL_CE_LANES);
+    int *target = (int *)(idx + FL_CE_LANES); /* each lane's class, or -1: ignored, out of range */
     const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
@@ -200,21 +237,20 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
             }
         }
 
-        /* the statistics, with kind a constant in each instantiated loop */
+        /* the statistics, with kind a constant in each instantiated loop (focal as plain) */
 #define FL_BY_KIND(CALL)                                       \
     switch (kind) {                                            \
-    case FL_CE_PLAIN: CALL(FL_CE_PLAIN); break;                \
     case FL_CE_SMOOTHED: CALL(FL_CE_SMOOTHED); break;          \
-    case FL_CE_FOCAL: CALL(FL_CE_FOCAL); break;                \
-    default: CALL(FL_CE_PROBABILITIES);                        \
+    case FL_CE_PROBABILITIES: CALL(FL_CE_PROBABILITIES); break; \
+    default: CALL(FL_CE_PLAIN);                                \
     }
-#define FL_ROWS(kind)                                                                     \
-    for (ptrdiff_t l = 0; l < lanes; l++)                                                 \
-        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, target[l], C, w, keep,     \
-                              eps_over_c, &m[l], &se[l], &other[l], &dist[l], &a_sum[l], kind)
+#define FL_ROWS(kind)                                                                   \
+    for (ptrdiff_t l = 0; l < lanes; l++)                                               \
+        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,  \
+                              &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], kind)
 #define FL_TILE(kind)                                                                  \
-    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, other, \
-                           dist, a_sum, kind)
+    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest, half_dist, \
+                           a_sum, kind)
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;
@@ -235,15 +271,17 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
 #undef FL_ROWS
 #undef FL_BY_KIND
 
-        FL_T sum = 0;
+        /* the losses, vectorized; their sum in double (a float sum could overflow) */
+        double sum = 0;
         if (probabilities) {
 #pragma omp simd reduction(+ : sum)
             for (ptrdiff_t l = 0; l < lanes; l++) {
-                losses[l] = FL_S(fl_ce_probabilities)(FL_S(fl_log)(se[l]), dist[l], a_sum[l]);
+                FL_T log_se = FL_S(fl_log_se)(se[l], rest[l]);
+                losses[l] = (FL_T)FL_S(fl_ce_probabilities)(log_se, half_dist[l], a_sum[l]);
                 sum += losses[l];
             }
         } else {
-        /* gather each lane's target logit and weight, then the losses, vectorized */
+        /* gather each lane's target logit and weight */
         for (ptrdiff_t l = 0; l < lanes; l++) {
             int t = target[l];
             z_t[l] = t >= 0 ? z[t * cs + l * ls] : 0;
@@ -252,16 +290,15 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         }
 #define FL_LOSSES(kind)                                                                       \
     _Pragma("omp simd reduction(+ : sum)") for (ptrdiff_t l = 0; l < lanes; l++) {           \
-        FL_T log_se = FL_S(fl_log)(se[l]);                                                    \
-        FL_T nll = kind == FL_CE_FOCAL ? FL_S(fl_focal_nll)(m[l], z_t[l], log_se, other[l])   \
-                                       : (m[l] - z_t[l]) + log_se;                            \
-        FL_T loss = kind == FL_CE_PLAIN ? FL_S(fl_coef)(w_t[l], nll)                          \
+        FL_T log_se = FL_S(fl_log_se)(se[l], rest[l]);                                        \
+        fl_acc nll = FL_S(fl_nll)(m[l], z_t[l], log_se);                                      \
+        fl_acc loss = kind == FL_CE_PLAIN ? fl_coef_f64((fl_acc)w_t[l], nll)                  \
                     : kind == FL_CE_FOCAL                                                     \
-                        ? FL_S(fl_softmax_focal)(nll, w_t[l], other[l], se[l], log_se, gamma, \
-                                                 int_gamma)                                   \
-                        : FL_S(fl_ce_smoothed)(nll, w_t[l], log_se, dist[l], w_sum, eps,      \
+                        ? FL_S(fl_softmax_focal)(nll, w_t[l], m[l], z_t[l], se[l], rest[l],   \
+                                                 log_se, gamma, int_gamma)                    \
+                        : FL_S(fl_ce_smoothed)(nll, w_t[l], log_se, half_dist[l], w_sum, eps, \
                                                eps_over_c);                                   \
-        losses[l] = target[l] >= 0 ? loss : 0; /* ignored: 0, whatever the logits */         \
+        losses[l] = target[l] >= 0 ? (FL_T)loss : 0; /* ignored: 0, whatever the logits */    \
         sum += losses[l];                                                                     \
     }
         if (kind == FL_CE_PLAIN) {
@@ -291,4 +328,3 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     }
     result->bad = bad;
 }
-

@@ -104,7 +104,7 @@ FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
 
     /* each loss's counter, guessed (vectorized) where the spacing allows, then counted; the
      * losses near a boundary (all of them with explicit edges) then search the edges */
-    int counter[FL_CHUNK];
+    int *counter = (int *)((char *)r->scratch + FL_KERNEL_SCRATCH); /* FL_CHUNK of them */
     const int shift = st->copy_shift;
     const int skip = (int)FL_SLOT_SKIP(st->n_bins) << shift;
     const int near_slot = (int)FL_SLOT_NEAR(st->n_bins) << shift;
