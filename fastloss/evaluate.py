@@ -203,6 +203,11 @@ class _Array:
     def read_rows(self, start, rows):
         """rows rows (axis 0) from row start, as an array valid until the next read."""
         shape = (rows,) + self._row_shape
+        if not rows * self.per_row:
+            try:
+                return np.empty(shape, self.dtype)
+            except ValueError:  # numpy refuses (0, 2**62): no data, dtype and ndim remain
+                return np.empty((0,) * len(shape), self.dtype)
         if not self.fortran:
             return self.read(start * self.per_row, rows * self.per_row).reshape(shape)
         # Fortran order: these rows are a run of `rows` elements in each of the row's columns,
@@ -252,13 +257,14 @@ def _batches(meter, sources, batch_size):
     """(where, arrays, elements) for each batch: rows, or pieces of a row too long for one."""
     x = sources[0]
     widest = max(s.per_row for s in sources)
-    piece = _row_piece(meter, x, sources, batch_size) if x.per_row > batch_size else None
+    piece = (_row_piece(meter, x, sources, batch_size) if x.per_row > batch_size and x.rows
+             else None)
     if piece is None:
         if not widest:  # no data: one row stands for them all, (2**62, 0) included
             yield f"rows 0 to {x.rows:,}", [s.read_rows(0, min(x.rows, 1)) for s in sources], 0
             return
         rows = max(1, batch_size // widest)
-        for start in range(0, x.rows, rows):
+        for start in range(0, max(x.rows, 1), rows):  # no rows: one empty batch, checked too
             n = min(rows, x.rows - start)
             yield (f"rows {start:,} to {start + n:,}", [s.read_rows(start, n) for s in sources],
                    n * x.per_row)
@@ -430,7 +436,8 @@ def main(argv=None):
                         metavar="NAME=VALUE",
                         help="a loss parameter, e.g. gamma=2, pos_weight=[1,3], weight=w.npy")
     parser.add_argument("--batch-size", type=float, default=1e7, metavar="N",
-                        help="input elements per batch (default 1e7)")
+                        help="elements of each file per batch (default 1e7); a softmax "
+                             "loss reads at least one whole row")
     parser.add_argument("--bins", default="log",
                         help="'log' (10 per decade, 1e-8 to 1e3; the default), a number of "
                              "bins with --range, or 'none'")

@@ -493,3 +493,57 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, case, message):
                                "--target", tmp_path / "y.npy", *extra, timeout=30)
     one_line_error(code, err, message)
     assert out == ""
+
+
+# ---- fuzzing: random arrays in .npy files, then a header byte, the length or the shape changed
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(descr=st.sampled_from(["<f4", ">f4", "<f8", "<f2", "<i4", "|u1"]),
+       shape=st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
+       fortran=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       mutation=st.one_of(st.none(),
+                          st.tuples(st.just("byte"), st.integers(0, 127), st.integers(0, 255)),
+                          st.tuples(st.just("length"), st.integers(-200, 200)),
+                          st.tuples(st.just("shape"), st.lists(st.integers(-3, 2**63),
+                                                               max_size=3))),
+       batch=st.integers(1, 50))
+def test_fuzzed_files_give_numpys_result_or_one_line(tmp_path, descr, shape, fortran, seed,
+                                                     mutation, batch):
+    from reference import bce_with_logits
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 4).astype(descr)
+    y = rng.random(shape)
+    np.save(tmp_path / "x.npy", np.asfortranarray(x) if fortran else x)
+    np.save(tmp_path / "y.npy", y)
+    raw = bytearray((tmp_path / "x.npy").read_bytes())
+    if mutation is None:
+        pass
+    elif mutation[0] == "byte":
+        raw[mutation[1]] = mutation[2]
+    elif mutation[0] == "length":
+        raw = raw[:len(raw) + mutation[1]] if mutation[1] < 0 else raw + bytes(mutation[1])
+    else:
+        old = repr(np.load(tmp_path / "x.npy", mmap_mode="r").shape).encode()
+        raw = raw.replace(old, repr(tuple(mutation[1])).encode(), 1)
+    (tmp_path / "x.npy").write_bytes(bytes(raw))
+    code, out, err = run_child("binary_cross_entropy_with_logits", "--input",
+                               tmp_path / "x.npy", "--target", tmp_path / "y.npy", "--bins",
+                               "none", "--batch-size", batch, "--json", tmp_path / "o.json",
+                               timeout=60)
+    assert code in (0, 1), err
+    if code == 1:
+        one_line_error(code, err)
+        assert mutation is not None or x.dtype.kind != "f", err
+        return
+    assert err == ""
+    got = json.loads((tmp_path / "o.json").read_text())
+    read = np.load(tmp_path / "x.npy")  # what NumPy makes of the same bytes
+    assert read.dtype.kind == "f" and read.shape == y.shape
+    assert got["count"] == read.size
+    finite = np.isfinite(read)
+    if finite.all():  # inf logits: fastloss's limits, where the reference gives nan
+        assert got["sum"] == pytest.approx(bce_with_logits(read, y).sum(), rel=1e-6, abs=1e-9)
