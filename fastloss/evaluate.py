@@ -1,4 +1,4 @@
-"""fastloss eval: the statistics of a loss over .npy/.npz files, read memory-mapped in batches.
+"""fastloss eval: the statistics of a loss over .npy/.npz files, read in batches.
 
 Examples:
   fastloss eval binary_cross_entropy_with_logits --input logits.npy --target labels.npy
@@ -7,30 +7,32 @@ Examples:
   fastloss eval sigmoid_focal_loss --input test.npy --target test_y.npy --param gamma=2 \\
       --compare train.npy train_y.npy --hist train_vs_test.png
 
-Each batch of rows is mapped from the file, evaluated by StreamingLoss (one fused pass) and
-unmapped, so memory stays bounded by the batch size whatever the file size.
+Each batch is read from the files into a reused buffer and evaluated by StreamingLoss (one
+fused pass), so memory stays bounded by --batch-size elements per file whatever the file size:
+rows longer than that are read in pieces by the binary losses; the softmax losses need whole
+rows, so there the bound is the larger of --batch-size and one row.
 """
 import argparse
 import json
 import math
-import mmap
 import os
+import re
+import stat
 import struct
 import sys
 import time
 import zipfile
-import zlib
 
 import numpy as np
 
-from .streaming import LOG_BINS_PER_DECADE, LOSSES, StreamingLoss, _json_float
+from .streaming import LOSSES, LOG_BINS_PER_DECADE, StreamingLoss, _json_float
 
 
 class InputError(Exception):
     """A problem with the command's files or options: reported on one line."""
 
 
-# ---- reading .npy files and .npz members in batches of rows ----
+# ---- reading .npy files and .npz members in batches ----
 
 def _read_header(f, where):
     try:
@@ -38,121 +40,189 @@ def _read_header(f, where):
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
         shape, fortran, dtype = read(f)
-    except (ValueError, OSError, EOFError, SyntaxError, zlib.error, zipfile.BadZipFile) as e:
-        raise InputError(f"{where} is not a valid .npy array ({e})") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever a damaged header or archive raises
+        raise InputError(f"{where}: not a valid .npy array ({_reason(e)})") from None
     if dtype.kind not in "biuf":
-        raise InputError(f"{where} has the non-numeric dtype {dtype}")
+        raise InputError(f"{where}: non-numeric dtype {dtype}")
     if len(shape) == 0:
-        raise InputError(f"{where} is 0-d: it needs at least one dimension (rows)")
-    return shape, fortran, dtype
+        raise InputError(f"{where}: 0-d: it needs at least one dimension (rows)")
+    if any(d < 0 for d in shape):
+        raise InputError(f"{where}: its header gives the negative shape {shape}")
+    return shape, fortran and len(shape) > 1, dtype
+
+
+def _reason(e):
+    return str(e) or type(e).__name__
+
+
+def _open_regular(path):
+    """A file descriptor of path, refused unless it is a regular file. O_NONBLOCK: opening a
+    FIFO must not wait for a writer (it is refused once open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
+        raise InputError(f"{path}: {kind}, not a regular file")
+    return fd
+
+
+def _identity(st):
+    # What changes when the file is truncated, rewritten or written to.
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 class _Array:
-    """An array in a .npy file or an .npz member, read a batch of rows (axis 0) at a time."""
+    """An array in a .npy file or an .npz member, read in file order: a batch of rows (axis 0)
+    or, for rows too long for a batch, a piece of a row. The data is copied with pread into a
+    buffer reused from batch to batch: unlike a memory mapping, a file truncated meanwhile
+    gives a short read (an error), never SIGBUS."""
 
     def __init__(self, spec):
         self.name = spec
         path, member = spec, None
         if ":" in spec and not os.path.exists(spec):
             path, member = spec.rsplit(":", 1)
-        if not os.path.isfile(path):
-            raise InputError(f"{path}: no such file")
+        fd = _open_regular(path)
+        self._file = os.fdopen(fd, "rb")
         self._stream = self._archive = None
-        self._whole = None  # the whole array mapped, when rows are not contiguous
-        with open(path, "rb") as f:
-            is_zip = f.read(4) == b"PK\x03\x04"
-        if is_zip:
-            self._open_member(path, member)
-        else:
-            if member is not None:
-                raise InputError(f"{path} is not an .npz archive: it has no member {member!r}")
-            self._path, self._offset = path, 0
-            with open(path, "rb") as f:
-                self.shape, fortran, self.dtype = _read_header(f, path)
-                self._offset = f.tell()
-            self._check_size(os.path.getsize(path) - self._offset, fortran)
+        try:
+            self._identity = _identity(os.fstat(fd))
+            is_zip = self._file.read(4) == b"PK\x03\x04"
+            self._file.seek(0)
+            if is_zip:
+                self._open_member(path, member)
+            else:
+                if member is not None:
+                    raise InputError(f"{path}: not an .npz archive: it has no member "
+                                     f"{member!r}")
+                self.shape, self.fortran, self.dtype = _read_header(self._file, path)
+                self._offset = self._file.tell()
+                self._check_size(self._identity[0] - self._offset)
+        except BaseException:
+            self.close()
+            raise
         self.rows = self.shape[0]
         self._row_shape = self.shape[1:]
-        self._row_bytes = math.prod(self._row_shape) * self.dtype.itemsize
-        self._next_row = 0
+        self.per_row = math.prod(self._row_shape)
+        self._next = 0  # elements read (C order); rows read (Fortran order)
+        self._buffer = np.empty(0, np.uint8)
 
     def _open_member(self, path, member):
-        with zipfile.ZipFile(path) as z:
-            names = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+        try:
+            self._archive = zipfile.ZipFile(self._file)
+            names = [n[:-4] for n in self._archive.namelist() if n.endswith(".npy")]
             if member is None:
                 if len(names) != 1:
-                    raise InputError(f"{path} holds {len(names)} arrays ({', '.join(names)}): "
+                    raise InputError(f"{path}: holds {len(names)} arrays ({', '.join(names)}): "
                                      f"name one as {path}:NAME")
                 member = names[0]
             if member not in names:
-                raise InputError(f"{path} has no array {member!r}; it has "
+                raise InputError(f"{path}: has no array {member!r}; it has "
                                  f"{', '.join(names) or 'none'}")
-            info = z.getinfo(member + ".npy")
-        where = f"{path}:{member}"
-        if info.compress_type == zipfile.ZIP_STORED:  # np.savez: map it in place
-            with open(path, "rb") as f:
-                f.seek(info.header_offset)
-                local = f.read(30)
+            info = self._archive.getinfo(member + ".npy")
+            where = self.name = f"{path}:{member}"
+            if info.compress_type == zipfile.ZIP_STORED:  # np.savez: read in place
+                self._file.seek(info.header_offset)
+                local = self._file.read(30)
                 if len(local) < 30:
-                    raise InputError(f"{where} is truncated")
+                    raise InputError(f"{where}: truncated")
                 name_len, extra_len = struct.unpack("<HH", local[26:30])
-                f.seek(info.header_offset + 30 + name_len + extra_len)
-                start = f.tell()
-                self.shape, fortran, self.dtype = _read_header(f, where)
-                self._path, self._offset = path, f.tell()
-            self._check_size(info.file_size - (self._offset - start), fortran)
-        else:  # np.savez_compressed: decompress as a stream, batch by batch
-            self._archive = zipfile.ZipFile(path)
-            self._stream = self._archive.open(info)
-            self.shape, fortran, self.dtype = _read_header(self._stream, where)
-            if fortran and len(self.shape) > 1:
-                raise InputError(f"{where}: Fortran-ordered arrays in compressed archives are "
-                                 "not supported; store it in C order or uncompressed")
-        self.name = where
+                start = info.header_offset + 30 + name_len + extra_len
+                self._file.seek(start)
+                self.shape, self.fortran, self.dtype = _read_header(self._file, where)
+                self._offset = self._file.tell()
+                self._check_size(min(info.file_size - (self._offset - start),
+                                     self._identity[0] - self._offset))
+            else:  # np.savez_compressed: decompress as a stream, batch by batch
+                self._stream = self._archive.open(info)
+                self.shape, self.fortran, self.dtype = _read_header(self._stream, where)
+                if self.fortran:
+                    raise InputError(f"{where}: Fortran-ordered arrays in compressed archives "
+                                     "are not supported; store it in C order or uncompressed")
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - zipfile raises many kinds for a damaged archive
+            raise InputError(f"{self.name}: not a valid .npz archive ({_reason(e)})"
+                             ) from None
 
-    def _check_size(self, available, fortran):
+    def _check_size(self, available):
         needed = math.prod(self.shape) * self.dtype.itemsize
         if available < needed:
-            raise InputError(f"{self.name} is truncated: its header promises {needed:,} bytes "
-                             f"of data, the file holds {available:,}")
-        if fortran and len(self.shape) > 1:
-            # rows are not contiguous: map the whole array once (memory grows with what is read)
-            self._whole = np.memmap(self._path, self.dtype, "r", self._offset, self.shape,
-                                    order="F")
+            raise InputError(f"{self.name}: truncated: its header promises {needed:,} bytes "
+                             f"of data, the file holds {max(available, 0):,}")
 
-    def read(self, rows):
-        """The next `rows` rows (fewer at the end)."""
-        start = self._next_row
-        rows = min(rows, self.rows - start)
-        self._next_row += rows
-        shape = (rows,) + self._row_shape
+    def _fill(self, view, offset):
+        """Fill view with the file's bytes from offset (of the data); an error if short."""
+        got = 0
         if self._stream is not None:
             try:
-                data = self._stream.read(rows * self._row_bytes)
-            except (zlib.error, EOFError, zipfile.BadZipFile) as e:
-                raise InputError(f"{self.name} is corrupt ({e})") from None
-            if len(data) < rows * self._row_bytes:
-                raise InputError(f"{self.name} is truncated")
-            return np.frombuffer(data, self.dtype).reshape(shape)
-        if self._whole is not None:
-            return self._whole[start:start + rows]
-        if rows == 0 or self._row_bytes == 0:
-            return np.empty(shape, self.dtype)
-        # A mapping of just these rows, gone when the array is: memory stays bounded by the
-        # batch. MAP_POPULATE maps every page in one call, which halves the time of a batch
-        # whose pages are in the page cache (one fault per 4 KiB page otherwise).
-        begin = self._offset + start * self._row_bytes
-        base = begin - begin % mmap.ALLOCATIONGRANULARITY
-        with open(self._path, "rb") as f:
-            mapping = mmap.mmap(f.fileno(), begin - base + rows * self._row_bytes,
-                                flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                prot=mmap.PROT_READ, offset=base)
-        return np.frombuffer(mapping, self.dtype, math.prod(shape), begin - base).reshape(shape)
+                while got < len(view):
+                    more = self._stream.readinto(view[got:])
+                    if not more:
+                        break
+                    got += more
+            except Exception as e:  # noqa: BLE001 - zlib, bz2, lzma errors, bad CRC, ...
+                raise InputError(f"{self.name}: corrupt ({_reason(e)})") from None
+        else:
+            fd = self._file.fileno()
+            while got < len(view):
+                more = os.preadv(fd, [view[got:]], self._offset + offset + got)
+                if not more:
+                    break
+                got += more
+        if got < len(view):
+            raise InputError(f"{self.name}: truncated while being read")
+
+    def _buffer_of(self, count):
+        """A buffer of count elements reused from read to read (so memory stays that of one
+        batch), and a byte view of it. A file changed since it was opened is refused here,
+        once a read, rather than giving a mix of old and new data."""
+        if self._stream is None and _identity(os.fstat(self._file.fileno())) != self._identity:
+            raise InputError(f"{self.name}: changed while being read")
+        nbytes = count * self.dtype.itemsize
+        if self._buffer.size < nbytes:
+            self._buffer = np.empty(nbytes, np.uint8)
+        return self._buffer[:nbytes].view(self.dtype), memoryview(self._buffer)[:nbytes]
+
+    def read(self, start, count):
+        """count elements from element start, in file order (C order), as a 1-d array valid
+        until the next read. A compressed member is read in sequence: start must follow on."""
+        data, view = self._buffer_of(count)
+        self._fill(view, start * self.dtype.itemsize)
+        return data
+
+    def read_rows(self, start, rows):
+        """rows rows (axis 0) from row start, as an array valid until the next read."""
+        shape = (rows,) + self._row_shape
+        if not rows * self.per_row:
+            try:
+                return np.empty(shape, self.dtype)
+            except ValueError:  # numpy refuses (0, 2**62): no data, dtype and ndim remain
+                return np.empty((0,) * len(shape), self.dtype)
+        if not self.fortran:
+            return self.read(start * self.per_row, rows * self.per_row).reshape(shape)
+        # Fortran order: these rows are a run of `rows` elements in each of the row's columns,
+        # which is one file of shape row_shape[::-1] + (rows,) in C order, transposed.
+        data, view = self._buffer_of(rows * self.per_row)
+        run = rows * self.dtype.itemsize
+        for column in range(self.per_row):
+            self._fill(view[column * run:(column + 1) * run],
+                       (column * self.rows + start) * self.dtype.itemsize)
+        return data.reshape(self._row_shape[::-1] + (rows,)).T
 
     def close(self):
-        if self._archive is not None:
-            self._stream.close()
-            self._archive.close()
+        for f in (self._stream, self._archive, self._file):
+            if f is not None:
+                f.close()
 
 
 # ---- evaluating ----
@@ -164,10 +234,65 @@ def _progress(done, total, started, stream):
     stream.flush()
 
 
+def _row_piece(meter, x, sources, batch_size):
+    """For rows longer than batch_size elements: the shape of the pieces a row is read in,
+    (k,) + the trailing dimensions over which the loss's parameters vary (pos_weight broadcasts
+    by trailing dimensions), with k times their size at most batch_size (at least 1)."""
+    if LOSSES[meter.loss][0] == "softmax":
+        return None  # a softmax reads the whole row of classes
+    if any(s.fortran for s in sources):
+        raise InputError(f"{next(s for s in sources if s.fortran).name}: Fortran-ordered with "
+                         f"rows of {x.per_row:,} elements, more than --batch-size: its rows "
+                         "are read whole; raise --batch-size or store it in C order")
+    varies = np.shape(meter.params.get("pos_weight", 1.0))
+    while varies and varies[0] == 1:  # leading ones broadcast away
+        varies = varies[1:]
+    if len(varies) >= len(x.shape):
+        return None  # the parameter spans the rows: update() says whether it fits
+    trailing = x.shape[len(x.shape) - len(varies):]
+    return (max(1, batch_size // max(math.prod(trailing), 1)),) + trailing
+
+
+def _batches(meter, sources, batch_size):
+    """(where, arrays, elements) for each batch: rows, or pieces of a row too long for one."""
+    x = sources[0]
+    widest = max(s.per_row for s in sources)
+    piece = (_row_piece(meter, x, sources, batch_size) if x.per_row > batch_size and x.rows
+             else None)
+    if piece is None:
+        if not widest:  # no data: one row stands for them all, (2**62, 0) included
+            yield f"rows 0 to {x.rows:,}", [s.read_rows(0, min(x.rows, 1)) for s in sources], 0
+            return
+        rows = max(1, batch_size // widest)
+        for start in range(0, max(x.rows, 1), rows):  # no rows: one empty batch, checked too
+            n = min(rows, x.rows - start)
+            yield (f"rows {start:,} to {start + n:,}", [s.read_rows(start, n) for s in sources],
+                   n * x.per_row)
+        return
+    unit = math.prod(piece[1:])  # a row is a whole number of units: pieces end on one
+    for row in range(x.rows):
+        weight = sources[2].read_rows(row, 1).copy() if len(sources) > 2 and \
+            sources[2].per_row != x.per_row else None  # one per row: kept for its pieces
+        for start in range(0, x.per_row, piece[0] * unit):
+            n = min(piece[0] * unit, x.per_row - start)
+            shape = (n // unit,) + piece[1:]
+            batch = [s.read(row * x.per_row + start, n).reshape(shape) for s in sources[:2]]
+            if len(sources) > 2:
+                batch.append(weight.reshape((1,) * len(shape)) if weight is not None else
+                             sources[2].read(row * x.per_row + start, n).reshape(shape))
+            yield f"row {row:,}, elements {start:,} to {start + n:,}", batch, n
+
+
 def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None,
              progress=None):
     """Update meter with the arrays named by the specs input, target and weight (paths, or
-    path.npz:member), batch_size input elements at a time; progress: a stream or None."""
+    path.npz:member), batch_size elements of each file at a time (or one row of a softmax
+    loss's input, if longer); progress: a stream or None.
+
+    Raises InputError (one line, naming the file) for a file that is missing, not a regular
+    file, not a numeric .npy array, truncated or changed while being read, and for arrays that
+    do not fit together or that the loss refuses.
+    """
     sources = []
     try:
         for spec in (input, target, weight):
@@ -180,33 +305,35 @@ def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None
                                  f"{other.name} has {other.rows:,}")
         softmax = LOSSES[meter.loss][0] == "softmax"
         if softmax and len(x.shape) < 2:
-            raise InputError(f"{x.name} has shape {x.shape}: {meter.loss} reads rows of "
+            raise InputError(f"{x.name}: has shape {x.shape}: {meter.loss} reads rows of "
                              "classes, (N, C) or (N, C, d1, ...)")
         loss_shape = x.shape[:1] + x.shape[2:] if softmax else x.shape
         if y.shape not in (x.shape, loss_shape):
-            raise InputError(f"{y.name} has shape {y.shape}; for {x.name} of shape {x.shape} "
+            raise InputError(f"{y.name}: has shape {y.shape}; for {x.name} of shape {x.shape} "
                              f"the target's must be {x.shape}" +
                              (f" (probabilities) or {loss_shape} (classes)" if softmax else ""))
         if weight and sources[2].shape not in (loss_shape, x.shape[:1]):
-            raise InputError(f"{sources[2].name} has shape {sources[2].shape}; the weights "
+            raise InputError(f"{sources[2].name}: has shape {sources[2].shape}; the weights "
                              f"must have the loss's shape {loss_shape} or one per row "
                              f"{x.shape[:1]}")
-        per_row = math.prod(x.shape[1:])
-        rows = max(1, batch_size // max(per_row, 1))
-        started, last, total = time.perf_counter(), 0.0, x.rows * per_row
-        for start in range(0, x.rows, rows):
-            batch = [s.read(rows) for s in sources]
+        names = {"input": x.name, "target": y.name, "weight": weight and sources[2].name}
+        started, last, done, total = time.perf_counter(), 0.0, 0, x.rows * x.per_row
+        for where, batch, elements in _batches(meter, sources, batch_size):
             w = batch[2] if weight else None
             if w is not None and w.ndim == 1 and len(x.shape) > 1:  # one weight per row
                 w = w.reshape((-1,) + (1,) * (len(x.shape) - (2 if softmax else 1)))
             try:
                 meter.update(batch[0], batch[1], w, n_threads=n_threads)
             except (ValueError, TypeError, IndexError) as e:
-                raise InputError(f"rows {start:,} to {start + len(batch[0]):,}: {e}") from None
-            del batch, w  # unmap
+                # The loss's messages name the argument at fault ("... of target should ...").
+                blamed = re.search(r"\b(input|target|weight)\b", str(e), re.IGNORECASE)
+                name = blamed and names[blamed[1].lower()] or x.name
+                raise InputError(f"{name}: {where}: {e}") from None
+            del batch, w
+            done += elements
             now = time.perf_counter()
-            if progress is not None and (now - last > 0.2 or start + rows >= x.rows):
-                _progress(min(start + rows, x.rows) * per_row, total, started, progress)
+            if progress is not None and (now - last > 0.2 or done >= total):
+                _progress(done, total, started, progress)
                 last = now
         if progress is not None:
             progress.write("\n")
@@ -270,16 +397,24 @@ def _summary(m, **files):
                 "underflow": m.underflow, "overflow": m.overflow}}
 
 
+class _ParamFile(str):
+    """The path of a parameter's .npy array."""
+
+    def load(self):
+        array = _Array(self)
+        try:
+            return array.read_rows(0, array.rows).copy()
+        finally:
+            array.close()
+
+
 def _param(text):
     """NAME=VALUE: a JSON number or list, or the path of a .npy array."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     if value.endswith(".npy"):
-        try:
-            return name, np.load(value)
-        except (OSError, ValueError) as e:
-            raise argparse.ArgumentTypeError(f"{name}: cannot read {value} ({e})") from None
+        return name, _ParamFile(value)  # read by _run, whose errors take one line
     try:
         return name, json.loads(value)
     except json.JSONDecodeError:
@@ -301,7 +436,8 @@ def main(argv=None):
                         metavar="NAME=VALUE",
                         help="a loss parameter, e.g. gamma=2, pos_weight=[1,3], weight=w.npy")
     parser.add_argument("--batch-size", type=float, default=1e7, metavar="N",
-                        help="input elements per batch (default 1e7)")
+                        help="elements of each file per batch (default 1e7); a softmax "
+                             "loss reads at least one whole row")
     parser.add_argument("--bins", default="log",
                         help="'log' (10 per decade, 1e-8 to 1e3; the default), a number of "
                              "bins with --range, or 'none'")
@@ -341,7 +477,8 @@ def _run(args):
     if args.hist:
         from .plot import require_matplotlib
         require_matplotlib("--hist")
-    params = dict(args.param)
+    params = {name: value.load() if isinstance(value, _ParamFile) else value
+              for name, value in args.param}
     progress = sys.stderr if (args.progress or (args.progress is None and
                                                  sys.stderr.isatty())) else None
 
