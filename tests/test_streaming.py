@@ -362,7 +362,7 @@ def test_merge_errors():
     (lambda d: d.update(loss="hinge"), "unknown loss"),
     (lambda d: d["params"].update(bins="log"), "params of binary_cross_entropy must have"),
     (lambda d: d.update(nan_count=1), "must add up to count"),
-    (lambda d: d["histogram"].update(underflow=2**70), "must be an int >= 0"),
+    (lambda d: d["histogram"].update(underflow=2**70), "must be an int from 0 to 2"),
     (lambda d: d.update(weight_sum=-1.0), "weight_sum must be >= 0"),
     (lambda d: d.update(sum=10**400), "sum must be a number"),
     (lambda d: d.update(n_classes=3), "n_classes must be None"),
