@@ -203,6 +203,22 @@ class StreamingLoss:
     np.logspace) place losses arithmetically (the edges decide near a boundary); other edges by
     binary search, which is several times slower.
 
+    Memory: a meter with B bins holds 16*B bytes (int64 counts, float64 edges). An update
+    allocates, for its duration, counters of 8*(B + 4) bytes per copy (8 copies up to 512 bins,
+    1 above) and their sum: one copy per thread that counts, and more than one only while they
+    fit in 64 MiB and each has at least as many positions to count as it has counters. A very
+    fine histogram is therefore counted by fewer threads, and each update costs O(B) besides the
+    pass over the data: give it large batches.
+
+    Threads: a meter may be shared between threads. The pass over the data runs unlocked, in
+    parallel; adding its result to the state, merge, reset, to_dict and the properties that read
+    several fields take the meter's lock. Concurrent updates leave the state of the same updates
+    made one after another: count, nan_count, min, max and the histogram exactly, sum and
+    weight_sum up to the order of float64 additions.
+
+    Counts stop at MAX_COUNT (2**63 - 1): an update or merge that would pass it raises
+    OverflowError and leaves the state unchanged.
+
     Raises
     ------
     ValueError
