@@ -4,9 +4,11 @@ Each update is one fused kernel pass (src_c/fl_stats.h): the weighted sum, the s
 count, min, max and the histogram of the per-position losses are accumulated (sums in float64)
 without the losses ever being stored.
 """
+import contextlib
 import inspect
 import math
 import sys
+import threading
 from numbers import Integral
 
 import numpy as np
@@ -46,6 +48,8 @@ _LOG2_ERROR = 2e-5
 
 # Most bins a histogram may have (the kernel indexes its counters with ints).
 MAX_BINS = 2**24
+# Most a count may reach: the histogram counters and to_dict's counts are int64.
+MAX_COUNT = 2**63 - 1
 # Histograms up to this many bins keep 8 copies of each counter (see fl_stats.h): they stay in
 # L1, and runs of losses in one bin do not wait on each other's increments.
 _COPIED_BINS = 512
@@ -199,6 +203,22 @@ class StreamingLoss:
     np.logspace) place losses arithmetically (the edges decide near a boundary); other edges by
     binary search, which is several times slower.
 
+    Memory: a meter with B bins holds 16*B bytes (int64 counts, float64 edges). An update
+    allocates, for its duration, counters of 8*(B + 4) bytes per copy (8 copies up to 512 bins,
+    1 above) and their sum: one copy per thread that counts, and more than one only while they
+    fit in 64 MiB and each has at least as many positions to count as it has counters. A very
+    fine histogram is therefore counted by fewer threads, and each update costs O(B) besides the
+    pass over the data: give it large batches.
+
+    Threads: a meter may be shared between threads. The pass over the data runs unlocked, in
+    parallel; adding its result to the state, merge, reset, to_dict and the properties that read
+    several fields take the meter's lock. Concurrent updates leave the state of the same updates
+    made one after another: count, nan_count, min, max and the histogram exactly, sum and
+    weight_sum up to the order of float64 additions.
+
+    Counts stop at MAX_COUNT (2**63 - 1): an update or merge that would pass it raises
+    OverflowError and leaves the state unchanged.
+
     Raises
     ------
     ValueError
@@ -208,7 +228,7 @@ class StreamingLoss:
     """
 
     def __init__(self, loss, *, bins=None, range=None, **params):
-        if loss not in LOSSES:
+        if not isinstance(loss, str) or loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self._loss = loss
         kind, defaults = LOSSES[loss]
@@ -227,6 +247,9 @@ class StreamingLoss:
                 a = a.astype(np.float64)  # a private copy: later changes to theirs do not leak
                 if not np.all(np.isfinite(a)):
                     raise ValueError(f"{name} must be finite")
+                if kind == "softmax" and a.ndim != 1:
+                    raise ValueError(f"{name} must be 1-D, one value per class; got shape "
+                                     f"{a.shape}")
                 self._params[name] = a
         if "gamma" in self._params:
             self._params["gamma"] = _validate.focal_gamma(self._params["gamma"])
@@ -239,20 +262,34 @@ class StreamingLoss:
                 self._params["label_smoothing"])
         self._kind = kind
         self._bins = _Bins.parse(bins, range)
+        # Guards the state (not the loss, parameters and bins, which never change).
+        self._lock = threading.RLock()
         self.reset()
 
     def reset(self):
         """Forget every batch (the loss, its parameters and bins stay)."""
-        self._sum = 0.0
-        self._weight_sum = 0.0
-        self._count = 0
-        self._nan_count = 0
-        self._min = math.inf
-        self._max = -math.inf
-        self._slots = None if self._bins is None else np.zeros(self._bins.edges.size + 1,
-                                                               np.int64)
-        self._n_classes = None
+        with self._lock:
+            self._sum = 0.0
+            self._weight_sum = 0.0
+            self._count = 0
+            self._nan_count = 0
+            self._min = math.inf
+            self._max = -math.inf
+            self._slots = None if self._bins is None else np.zeros(self._bins.edges.size + 1,
+                                                                   np.int64)
+            self._n_classes = None
         return self
+
+    def __getstate__(self):
+        with self._lock:  # a consistent copy, whatever other threads do meanwhile
+            state = {**self.__dict__, "_slots": None if self._slots is None
+                     else self._slots.copy()}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # ---- accumulating ----
 
@@ -263,24 +300,42 @@ class StreamingLoss:
 
         Returns self. Raises what the loss function raises for these arguments, ValueError for a
         bad weight and, for softmax losses, for a number of classes that differs from earlier
-        batches. On any error the state is unchanged.
+        batches, OverflowError when count would pass MAX_COUNT (2**63 - 1). On any error the
+        state is unchanged.
+
+        The pass over the data runs without the lock, in parallel with other threads' updates of
+        the same meter; only adding its result to the state is serialized.
         """
         if self._kind == "binary":
             batch = self._binary_batch(input, target, weight, n_threads)
         else:
             batch = self._softmax_batch(input, target, weight, n_threads)
-        # Only now, after every check has passed, does the state change.
         total, weight_sum, (count, nan_count, lo, hi, slots), n_classes = batch
-        self._n_classes = n_classes
-        self._sum += total
-        self._weight_sum += weight_sum
-        self._count += count
-        self._nan_count += nan_count
-        self._min = min(self._min, lo)
-        self._max = max(self._max, hi)
-        if slots is not None:
-            self._slots += slots
+        with self._lock:
+            self._check_classes(n_classes, "input has {1} classes; earlier batches had {0}")
+            self._check_count(count, "this batch's")
+            # Only now, after every check has passed, does the state change.
+            if self._n_classes is None:
+                self._n_classes = n_classes
+            self._sum += total
+            self._weight_sum += weight_sum
+            self._count += count
+            self._nan_count += nan_count
+            self._min = min(self._min, lo)
+            self._max = max(self._max, hi)
+            if slots is not None:
+                self._slots += slots
         return self
+
+    def _check_classes(self, n_classes, message):
+        if None not in (self._n_classes, n_classes) and n_classes != self._n_classes:
+            raise ValueError(message.format(self._n_classes, n_classes))
+
+    def _check_count(self, count, whose):
+        # Every histogram counter and nan_count is at most count: bounding count bounds them.
+        if self._count + count > MAX_COUNT:
+            raise OverflowError(f"count would pass 2**63 - 1: {self._count} losses and "
+                                f"{whose} {count}; the state is unchanged")
 
     def _binary_batch(self, input, target, weight, n_threads):
         x, _, y, target_type, w, pw = losses._binary_operands(
@@ -301,9 +356,8 @@ class StreamingLoss:
             input, target, self._params["weight"], self._params["ignore_index"],
             self._params.get("label_smoothing", 0.0), "gamma" in self._params)
         n, n_classes, n_spatial = x.shape
-        if self._n_classes is not None and n_classes != self._n_classes:
-            raise ValueError(f"input has {n_classes} classes; earlier batches had "
-                             f"{self._n_classes}")
+        # checked again as the state changes, for an update in another thread meanwhile
+        self._check_classes(n_classes, "input has {1} classes; earlier batches had {0}")
         sample_weight = (None, 1, 1)
         if weight is not None:
             s = _validate.as_array(weight, "weight")
@@ -331,7 +385,8 @@ class StreamingLoss:
         this one, in place; returns self. Counts add exactly, sums in float64.
 
         Raises TypeError if other is not a StreamingLoss, ValueError if its loss, parameters,
-        bins or number of classes differ."""
+        bins or number of classes differ, OverflowError if count would pass MAX_COUNT
+        (2**63 - 1); the state is then unchanged."""
         if not isinstance(other, StreamingLoss):
             raise TypeError(f"can only merge a StreamingLoss; got {type(other).__name__}")
         if other._loss != self._loss:
@@ -341,20 +396,23 @@ class StreamingLoss:
                              f"{self._json_params()} and {other._json_params()}")
         if self._bins != other._bins:
             raise ValueError("cannot merge meters with different bins")
-        if None not in (self._n_classes, other._n_classes) and \
-                self._n_classes != other._n_classes:
-            raise ValueError(f"cannot merge meters of {self._n_classes} and "
-                             f"{other._n_classes} classes")
-        slots = None if self._slots is None else self._slots + other._slots
-        self._sum += other._sum
-        self._weight_sum += other._weight_sum
-        self._count += other._count
-        self._nan_count += other._nan_count
-        self._min = min(self._min, other._min)
-        self._max = max(self._max, other._max)
-        self._slots = slots
-        if self._n_classes is None:
-            self._n_classes = other._n_classes
+        with contextlib.ExitStack() as locked:
+            # both states, locked in one global order: a.merge(b) and b.merge(a) at once
+            # cannot deadlock
+            for meter in sorted({id(self): self, id(other): other}.values(), key=id):
+                locked.enter_context(meter._lock)
+            self._check_classes(other._n_classes, "cannot merge meters of {0} and {1} classes")
+            self._check_count(other._count, "the other meter's")
+            if self._slots is not None:
+                self._slots += other._slots
+            self._sum += other._sum
+            self._weight_sum += other._weight_sum
+            self._count += other._count
+            self._nan_count += other._nan_count
+            self._min = min(self._min, other._min)
+            self._max = max(self._max, other._max)
+            if self._n_classes is None:
+                self._n_classes = other._n_classes
         return self
 
     # ---- results ----
@@ -389,23 +447,26 @@ class StreamingLoss:
     @property
     def mean(self):
         """sum / weight_sum: nan before any loss value (IEEE division, like torch)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with self._lock, np.errstate(divide="ignore", invalid="ignore"):
             return float(np.float64(self._sum) / self._weight_sum)
 
     @property
     def min(self):
-        return self._min if self._min <= self._max else math.nan
+        with self._lock:
+            return self._min if self._min <= self._max else math.nan
 
     @property
     def max(self):
-        return self._max if self._min <= self._max else math.nan
+        with self._lock:
+            return self._max if self._min <= self._max else math.nan
 
     @property
     def histogram(self):
         """(counts, edges) as NumPy arrays (int64, float64), or None without bins."""
         if self._bins is None:
             return None
-        return self._slots[1:-1].copy(), _read_only(self._bins.edges)
+        with self._lock:
+            return self._slots[1:-1].copy(), _read_only(self._bins.edges)
 
     @property
     def underflow(self):
@@ -431,41 +492,47 @@ class StreamingLoss:
         """The state as a dict of JSON types (strict JSON: non-finite floats are the strings
         "nan", "inf", "-inf"), for :meth:`from_dict` in another process."""
         bins = hist = None
-        if self._bins is not None:
-            bins = {"edges": self._bins.edges.tolist()}
-            hist = {"counts": self._slots[1:-1].tolist(), "underflow": self.underflow,
-                    "overflow": self.overflow}
-        return {"loss": self._loss, "params": self._json_params(), "bins": bins,
-                "n_classes": self._n_classes, "count": self._count,
-                "nan_count": self._nan_count, "sum": _json_float(self._sum),
-                "weight_sum": _json_float(self._weight_sum), "min": _json_float(self._min),
-                "max": _json_float(self._max), "histogram": hist}
+        with self._lock:
+            if self._bins is not None:
+                bins = {"edges": self._bins.edges.tolist()}
+                hist = {"counts": self._slots[1:-1].tolist(), "underflow": self.underflow,
+                        "overflow": self.overflow}
+            return {"loss": self._loss, "params": self._json_params(), "bins": bins,
+                    "n_classes": self._n_classes, "count": self._count,
+                    "nan_count": self._nan_count, "sum": _json_float(self._sum),
+                    "weight_sum": _json_float(self._weight_sum), "min": _json_float(self._min),
+                    "max": _json_float(self._max), "histogram": hist}
 
     @classmethod
     def from_dict(cls, state):
         """A StreamingLoss from :meth:`to_dict`'s output. Raises ValueError (or what the
-        constructor raises for the loss and its parameters) for anything else."""
+        constructor raises for the loss and its parameters) for anything else: wrong keys or
+        types, and a state no sequence of updates and merges produces (see _check_state).
+        """
         def invalid(why):
             return ValueError(f"not a StreamingLoss state: {why}")
 
         def count(value, key):
             if not (isinstance(value, int) and not isinstance(value, bool)
-                    and 0 <= value < 2**63):
-                raise invalid(f"{key} must be an int >= 0; got {value!r}")
+                    and 0 <= value <= MAX_COUNT):
+                raise invalid(f"{key} must be an int from 0 to 2**63 - 1; got {value!r}")
             return value
 
         keys = {"loss", "params", "bins", "n_classes", "count", "nan_count", "sum",
                 "weight_sum", "min", "max", "histogram"}
         if not isinstance(state, dict) or set(state) != keys:
-            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
             raise invalid(f"expected the keys {sorted(keys)}; got {got}")
         loss, params = state["loss"], state["params"]
-        if loss not in LOSSES:
+        if not isinstance(loss, str) or loss not in LOSSES:
             raise invalid(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         if not isinstance(params, dict) or set(params) != set(LOSSES[loss][1]):
             raise invalid(f"params of {loss} must have the keys {list(LOSSES[loss][1])}; "
                           f"got {params!r}")
-        m = cls(loss, **params)
+        try:
+            m = cls(loss, **params)
+        except OverflowError as e:  # float() of a huge int parameter
+            raise invalid(f"params: {e}") from None
         bins, hist = state["bins"], state["histogram"]
         if (bins is None) != (hist is None):
             raise invalid("bins and histogram go together")
@@ -481,9 +548,10 @@ class StreamingLoss:
             slots = [hist["underflow"], *hist["counts"], hist["overflow"]]
             if len(slots) != m._bins.edges.size + 1:
                 raise invalid("the histogram needs one count per bin")
-            m._slots = np.array([count(c, "a histogram count") for c in slots], np.int64)
-            if m._slots.sum() + m._nan_count != m._count:
+            # added as Python ints: a total past 2**63 must not wrap around
+            if sum(count(c, "a histogram count") for c in slots) + m._nan_count != m._count:
                 raise invalid("the histogram's counts, with nan_count, must add up to count")
+            m._slots = np.array(slots, np.int64)
         n_classes = state["n_classes"]
         if n_classes is not None and (LOSSES[loss][0] == "binary" or count(
                 n_classes, "n_classes") < 1):
@@ -491,6 +559,52 @@ class StreamingLoss:
         m._n_classes = n_classes
         for key in ("sum", "weight_sum", "min", "max"):
             setattr(m, "_" + key, _from_json_float(state[key], key))
-        if not m._weight_sum >= 0:
-            raise invalid(f"weight_sum must be >= 0; got {m._weight_sum}")
+        why = m._check_state()
+        if why:
+            raise invalid(why)
         return m
+
+    def _check_state(self):
+        """What is wrong with the state, or None: the relations every sequence of updates and
+        merges keeps (derived from fl_stats_chunk and update/merge), for from_dict."""
+        count, nans, total, weights = self._count, self._nan_count, self._sum, self._weight_sum
+        lo, hi = self._min, self._max
+        class_weight = self._params.get("weight") if self._kind == "softmax" else None
+        if nans > count:
+            return f"nan_count {nans} exceeds count {count}"
+        if self._kind == "softmax":
+            if count and self._n_classes is None:
+                return "n_classes must be an int once there are losses"
+            if class_weight is not None and self._n_classes not in (None, class_weight.size):
+                return (f"the class weight has {class_weight.size} values for "
+                        f"{self._n_classes} classes")
+        if count == nans:  # no loss value that is not nan: min and max keep their start
+            if (lo, hi) != (math.inf, -math.inf):
+                return "min and max must be 'inf' and '-inf' while every loss is nan"
+        elif not lo <= hi:
+            return f"min {lo} must be <= max {hi}"
+        elif self._slots is not None:  # min and max are in the first and last filled slots
+            filled = np.flatnonzero(self._slots)
+            if filled[0] != self._slot(lo) or filled[-1] != self._slot(hi):
+                return f"min {lo} and max {hi} must lie in the first and last filled slots"
+        if count == 0 and (total, weights) != (0.0, 0.0):
+            return "sum and weight_sum must be 0 without losses"
+        # sum adds s*l with s >= 0 (fl_coef: a nan loss gives nan, also with s == 0), so it
+        # is nan exactly when a loss is, or when terms of +inf and -inf met; and it has the
+        # sign of some loss
+        if nans and not math.isnan(total):
+            return f"sum must be nan when nan_count > 0; got {total}"
+        if math.isnan(total) and not nans and not lo < 0 < hi:
+            return "sum is nan without a nan loss or losses of both signs"
+        if total > 0 and not hi > 0 or total < 0 and not lo < 0:
+            return f"sum {total} must have the sign of a loss between min {lo} and max {hi}"
+        # weight_sum adds s*d with s >= 0 and d a class weight (index targets) or 1
+        if (class_weight is None or np.all(class_weight >= 0)) and not weights >= 0:
+            return f"weight_sum must be >= 0; got {weights}"
+        return None
+
+    def _slot(self, v):
+        """The histogram slot of a loss v that is not nan, as fl_hist_slot places it."""
+        edges = self._bins.edges
+        slot = int(np.searchsorted(edges, v, side="right"))
+        return edges.size - 1 if slot == edges.size and v == edges[-1] else slot

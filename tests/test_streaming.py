@@ -362,7 +362,7 @@ def test_merge_errors():
     (lambda d: d.update(loss="hinge"), "unknown loss"),
     (lambda d: d["params"].update(bins="log"), "params of binary_cross_entropy must have"),
     (lambda d: d.update(nan_count=1), "must add up to count"),
-    (lambda d: d["histogram"].update(underflow=2**70), "must be an int >= 0"),
+    (lambda d: d["histogram"].update(underflow=2**70), "must be an int from 0 to 2"),
     (lambda d: d.update(weight_sum=-1.0), "weight_sum must be >= 0"),
     (lambda d: d.update(sum=10**400), "sum must be a number"),
     (lambda d: d.update(n_classes=3), "n_classes must be None"),
@@ -414,3 +414,335 @@ def test_explicit_log_edges_are_as_fast_as_log_bins():
     assert (explicit.spacing, explicit.scale) == ("log", _Bins.parse("log", None).scale)
     assert _Bins.parse(np.linspace(0, 1, 11), None).spacing == "uniform"
     assert _Bins.parse([0.0, 0.1, 0.5, 2.0], None).spacing == "edges"
+
+
+# ---- memory in proportion to the work ----
+
+def _traced_peak(fn):
+    """The peak of traced allocations (NumPy's arrays included) while fn runs."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_many_bins_and_threads_allocate_in_proportion():
+    """2**24 bins with n_threads=1024 asked for a histogram copy per thread (128 GiB); now
+    about one copy and its sum, and the counts are still np.histogram's."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(100_000).astype(np.float32)
+    y = (x > 0).astype(np.float32)
+    m = StreamingLoss("binary_cross_entropy_with_logits", bins=2**24, range=(0.0, 2.0))
+    one_copy = 8 * (2**24 + 4)
+    assert _traced_peak(lambda: m.update(x, y, n_threads=1024)) < 2.5 * one_copy
+    v = fastloss.binary_cross_entropy_with_logits(x, y, reduction="none").astype(np.float64)
+    counts, edges = m.histogram
+    nonzero = np.flatnonzero(counts)  # np.histogram over 2**24 edges, on the filled bins only
+    assert counts.sum() + m.overflow == m.count == x.size and m.underflow == 0
+    np.testing.assert_array_equal(
+        counts[nonzero], np.bincount(np.searchsorted(edges, v[v <= 2.0], "right") - 1,
+                                     minlength=2**24)[nonzero])
+    # few blocks: no more copies than threads that get one (8 copies of each of 516 slots
+    # per thread: 33 KiB, 34 MB for 1024 threads)
+    small = StreamingLoss("binary_cross_entropy_with_logits", bins=512, range=(0.0, 5.0))
+    assert _traced_peak(lambda: small.update(x[:8192], y[:8192], n_threads=1024)) < 2**22
+    np.testing.assert_array_equal(small.histogram[0], np.histogram(v[:8192], small.histogram[1])[0])
+
+
+# ---- sharing a meter between threads ----
+
+def _batches(loss, n_batches, rng):
+    for i in range(n_batches):
+        x, y, s, params = _data(loss, rng, np.float32, n=1001 + 37 * (i % 50))
+        if i % 5 == 0:  # some nan losses too
+            x = x.copy()
+            x[(0,) * x.ndim] = np.nan
+        yield x, y, s
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy_with_logits", "cross_entropy"])
+def test_threads_sharing_a_meter_give_the_serial_state(loss):
+    """8 threads updating and merging into one meter lost histogram counts (numpy's += of
+    the counts runs without the GIL); now the state is that of serial updates."""
+    import threading
+    params = _data(loss, np.random.default_rng(0))[3]
+    batches = list(_batches(loss, 400, np.random.default_rng(12)))
+    # many bins: numpy adds the counts without the GIL, where updates used to lose some
+    make = lambda: StreamingLoss(loss, bins=2**16, range=(0.0, 8.0), **params)  # noqa: E731
+    serial = make()
+    for x, y, s in batches:
+        serial.update(x, y, s)
+    shared = make()
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(k, len(batches), 8):
+                x, y, s = batches[i]
+                if i % 3:
+                    shared.update(x, y, s, n_threads=1 + i % 2)
+                else:  # through a meter of its own, merged in
+                    shared.merge(make().update(x, y, s))
+                shared.to_dict()  # reads meanwhile see consistent states
+        except BaseException as e:  # noqa: B036 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert (shared.count, shared.nan_count, shared.underflow, shared.overflow, shared.min,
+            shared.max) == (serial.count, serial.nan_count, serial.underflow, serial.overflow,
+                            serial.min, serial.max)
+    np.testing.assert_array_equal(shared.histogram[0], serial.histogram[0])
+    assert shared.weight_sum == pytest.approx(serial.weight_sum, rel=1e-12)
+    assert shared.sum == pytest.approx(serial.sum, rel=1e-12, nan_ok=True)
+    assert serial.nan_count == (80 if loss.startswith("binary") else 0)  # position 0 ignored
+    StreamingLoss.from_dict(shared.to_dict())
+
+
+def test_merges_in_both_directions_at_once_and_pickles():
+    """a.merge(b) and b.merge(a) from two threads do not deadlock; a meter pickles without
+    its lock and the copy has one of its own."""
+    import threading
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(1000)
+    a = StreamingLoss("binary_cross_entropy_with_logits", bins="log").update(x, x > 0)
+    b = StreamingLoss("binary_cross_entropy_with_logits", bins="log").update(x, x > 0)
+
+    def merge_many(into, other):
+        for _ in range(200):
+            into.merge(other)
+
+    threads = [threading.Thread(target=merge_many, args=args, daemon=True)
+               for args in ((a, b), (b, a))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)  # a deadlock would otherwise hang the suite
+    assert not any(t.is_alive() for t in threads)
+    # each merge adds the other's count at the time: both counts are sums of the two
+    assert a.histogram[0].sum() + a.overflow + a.underflow == a.count > 2000
+    copy = pickle.loads(pickle.dumps(a))
+    assert copy.to_dict() == a.to_dict()
+    copy.update(x, x > 0)
+    assert copy.count == a.count + 1000
+    self_merged = StreamingLoss.from_dict(b.to_dict()).merge(b)
+    assert self_merged.count == 2 * b.count
+    b.merge(b)
+    assert b.to_dict() == self_merged.to_dict()
+
+
+# ---- counts near 2**63 ----
+
+def _huge_state(count):
+    """A valid state of count losses, all of them above the last edge."""
+    m = StreamingLoss("binary_cross_entropy_with_logits", bins=4, range=(0.0, 1.0))
+    state = m.update(np.array([-5.0]), np.array([1.0])).to_dict()
+    state["count"] = state["histogram"]["overflow"] = count
+    return state
+
+
+def test_merge_and_update_refuse_to_pass_2_to_the_63():
+    big = StreamingLoss.from_dict(_huge_state(2**63 - 1))
+    other = StreamingLoss.from_dict(_huge_state(2**63 - 1))
+    before = big.to_dict()
+    with pytest.raises(OverflowError, match=r"count would pass 2\*\*63 - 1"):
+        big.merge(other)
+    with pytest.raises(OverflowError, match=r"count would pass 2\*\*63 - 1"):
+        big.update(np.array([0.0]), np.array([1.0]))
+    with pytest.raises(OverflowError):
+        big.merge(big)
+    assert big.to_dict() == before
+    # one below the limit still adds up exactly
+    almost = StreamingLoss.from_dict(_huge_state(2**63 - 2)).update(np.array([-5.0]),
+                                                                    np.array([1.0]))
+    assert almost.count == almost.overflow == 2**63 - 1
+    StreamingLoss.from_dict(almost.to_dict())
+
+
+# ---- from_dict: states no updates produce ----
+
+def _valid_states():
+    """Honest states: (label, meter)."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((50, 3)) * 3
+    y = (rng.random((50, 3)) < 0.4).astype(np.float64)
+    x[0, 0] = np.nan
+    t = rng.integers(0, 3, 50)
+    return {
+        "binary": StreamingLoss("binary_cross_entropy_with_logits", bins=5,
+                                range=(0.1, 2.0)).update(x[1:], y[1:]),
+        "binary nan": StreamingLoss("sigmoid_focal_loss", bins="log").update(x, y, y + 1),
+        "softmax": StreamingLoss("cross_entropy", weight=[1.0, 2.0, 0.5], ignore_index=1,
+                                 bins=[0.0, 0.5, 1.0, 8.0]).update(x, t),
+        "no bins": StreamingLoss("softmax_focal_loss", gamma=2.0).update(x[1:], t[1:]),
+        "empty": StreamingLoss("binary_cross_entropy", bins=3, range=(0, 1)),
+        "negative class weight": StreamingLoss("cross_entropy", weight=[-1.0, 2.0, 1.0])
+        .update(x[1:], np.zeros(49, np.int64)),
+        "+inf and -inf": StreamingLoss("binary_cross_entropy_with_logits", pos_weight=-1.0,
+                                       bins=3, range=(0, 1))
+        .update(np.array([-np.inf, np.inf]), np.array([1.0, 0.0])),
+    }
+
+
+@pytest.mark.parametrize("label", list(_valid_states()))
+def test_honest_states_round_trip(label):
+    """Negative class weights (weight_sum < 0) and nan sums from +inf and -inf losses are
+    states updates produce: from_dict takes them back."""
+    m = _valid_states()[label]
+    state = json.loads(json.dumps(m.to_dict(), allow_nan=False))
+    assert StreamingLoss.from_dict(state).to_dict() == m.to_dict()
+
+
+def _set(*path_and_value):
+    *path, key, value = path_and_value
+
+    def change(d):
+        for p in path:
+            d = d[p]
+        d[key] = value
+    return change
+
+
+@pytest.mark.parametrize("label, change, match", [
+    ("empty", _set("histogram", "counts", [2**62, 2**62, 2**62]), "must add up to count"),
+    ("empty", lambda d: d["histogram"].update(counts=[2**62] * 3, underflow=2**62),
+     "must add up to count"),  # 2**64 wraps to 0 in int64
+    ("binary", _set("sum", "nan"), "sum is nan without a nan loss"),
+    ("binary", _set("sum", "-inf"), "sign of a loss"),
+    ("binary", _set("sum", -1.0), "sign of a loss"),
+    ("binary nan", _set("sum", 3.0), "sum must be nan when nan_count > 0"),
+    ("binary", _set("min", 100.0), "min 100.0 must be <= max"),
+    ("binary", _set("min", "nan"), "must be <= max"),
+    ("binary", _set("max", 0.05), "must lie in the first and last filled slots"),
+    ("binary", _set("max", 1.5), "must lie in the first and last filled slots"),
+    ("empty", _set("min", 0.5), "min and max must be 'inf' and '-inf'"),
+    ("empty", _set("weight_sum", 2.0), "sum and weight_sum must be 0 without losses"),
+    ("binary", _set("weight_sum", "nan"), "weight_sum must be >= 0"),
+    ("no bins", _set("nan_count", 10**6), "nan_count 1000000 exceeds count"),
+    ("softmax", _set("params", "weight", [1.0, 2.0]), "class weight has 2 values for 3"),
+    ("softmax", _set("params", "weight", [[1.0, 2.0, 3.0]]), "weight must be 1-D"),
+    ("softmax", _set("n_classes", None), "n_classes must be an int once there are losses"),
+    ("softmax", _set("loss", ["cross_entropy"]), "unknown loss"),
+    ("softmax", _set("loss", {}), "unknown loss"),
+    ("no bins", _set("params", "gamma", 10**400), "params"),
+])
+def test_from_dict_rejects_states_no_updates_produce(label, change, match):
+    state = _valid_states()[label].to_dict()
+    change(state)
+    with pytest.raises(ValueError, match=match):
+        StreamingLoss.from_dict(state)
+
+
+def test_constructor_takes_only_a_loss_name():
+    with pytest.raises(ValueError, match="unknown loss"):
+        StreamingLoss(["cross_entropy"])
+    with pytest.raises(ValueError, match="weight must be 1-D, one value per class"):
+        StreamingLoss("cross_entropy", weight=np.ones((2, 3)))
+
+
+# ---- from_dict under mutation ----
+
+_STATES = {label: m.to_dict() for label, m in _valid_states().items()}
+_ODD_VALUES = [None, True, "x", "nan", "inf", "-inf", [], {}, [1], 1.5, -1, 0, 2**63 - 1, 2**63,
+               -(2**63), 10**400, float("nan")]
+
+
+def _paths(value, prefix=()):
+    """Every (path, value) in a to_dict() state, containers included."""
+    yield prefix, value
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, v in items:
+        yield from _paths(v, prefix + (key,))
+
+
+def _mutate(state, data):
+    import copy
+    from hypothesis import strategies as st
+    paths = [p for p, _ in _paths(state) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = state
+    for key in path[:-1]:
+        parent = parent[key]
+    key, old = path[-1], parent[path[-1]]
+    how = data.draw(st.sampled_from(["drop", "type", "number", "negate", "list"]))
+    if how == "drop":
+        parent.pop(key)
+    elif how == "type":
+        parent[key] = copy.deepcopy(data.draw(st.sampled_from(_ODD_VALUES)))
+    elif how == "number" and isinstance(old, (int, float)) and not isinstance(old, bool):
+        step = data.draw(st.sampled_from([1, -1, 2**62, 0.5, 1e-300, -1e300]))
+        parent[key] = old + (step if abs(old) < 2**1000 else 1)
+    elif how == "negate" and isinstance(old, (int, float)):
+        parent[key] = -old
+    elif how == "list" and isinstance(old, list):
+        parent[key] = old[:-1] if data.draw(st.booleans()) else old + old[-1:]
+    else:
+        parent[key] = copy.deepcopy(data.draw(st.sampled_from(_ODD_VALUES)))
+
+
+def _same(a, b):
+    """a == b, numbers compared as the floats a state holds them as."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and type(a) is not type(b):
+        return float(a) == float(b)  # [True, 2.0] is a weight array like [1.0, 2.0]
+    return type(a) is type(b) and a == b
+
+
+def _check_like_an_honest_meter(m, state):
+    """What every meter updates and merges produce satisfies (stated here from the definitions
+    in the docstring, not from_dict's code), and that it keeps working like one."""
+    d = m.to_dict()
+    assert _same(d, state)  # nothing was dropped or altered on the way in
+    count, nans = m.count, m.nan_count
+    assert 0 <= nans <= count <= 2**63 - 1
+    if m.histogram is not None:
+        assert int(m.histogram[0].sum()) + m.underflow + m.overflow + nans == count
+    if count == nans:
+        assert math.isnan(m.min) and math.isnan(m.max)
+    else:
+        assert m.min <= m.max
+    if count == 0:
+        assert (m.sum, m.weight_sum) == (0.0, 0.0)
+    if nans:
+        assert math.isnan(m.sum)
+    elif not (m.min < 0 < m.max):
+        assert not math.isnan(m.sum)
+    if m.loss in ("cross_entropy", "softmax_focal_loss") and count:
+        assert isinstance(d["n_classes"], int)
+    # honest operations keep it valid: merge into itself, update, round trip
+    if count <= 2**62:
+        m.merge(StreamingLoss.from_dict(state))
+        StreamingLoss.from_dict(m.to_dict())
+
+
+@pytest.mark.parametrize("label", list(_STATES))
+def test_from_dict_of_mutated_states_raises_cleanly_or_gives_a_valid_meter(label):
+    import copy
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def run(data):
+        state = copy.deepcopy(_STATES[label])
+        for _ in range(data.draw(st.integers(1, 3))):
+            _mutate(state, data)
+        try:
+            m = StreamingLoss.from_dict(copy.deepcopy(state))
+        except (ValueError, TypeError) as e:
+            assert str(e)
+        else:
+            _check_like_an_honest_meter(m, state)
+
+    run()
