@@ -516,14 +516,13 @@ def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), 
             torch.set_num_threads(n_threads)
         impls = {"fastloss": ("fastloss", _fastloss_call(case))}
         impls.update({k: v for k, v in case.competitors.items() if v[0] in libs})
-        ours = None
+        fastloss_row = None
         for impl, (lib, call) in impls.items():
             row = {"loss": case.name, "function": case.loss, "n": n_elements, "dtype": dtype,
                    "threads": n_threads, "implementation": impl}
             try:
                 row.update(_measure(case, call, libs.get(lib), PREPARE_INPUTS.get(lib), d,
-                                    n_threads if impl == "fastloss" else None, repeat,
-                                    want_none, want_mean))
+                                    n_threads, impl == "fastloss", repeat, want_none, want_mean))
             except NotApplicable as e:
                 report["not_applicable"].append(dict(row, reason=str(e)))
                 out(_not_applicable_line(row, str(e)))
@@ -532,28 +531,29 @@ def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), 
                        input_gb_per_s=n_bytes / row["median_s"] / 1e9, input_bytes=n_bytes,
                        percent_of_floor=100 * row["floor_s"] / row["median_s"],
                        floor_in_cache=None if l3 is None else n_bytes <= l3)
-            if ours is None:
-                ours = row
-                ours["speedup"] = {}
+            if fastloss_row is None:
+                fastloss_row = dict(row, speedup={})
+                row = fastloss_row
             else:
-                row["fastloss_speedup"] = ours["speedup"][impl] = row["median_s"] / ours["median_s"]
+                row["fastloss_speedup"] = fastloss_row["speedup"][impl] = (
+                    row["median_s"] / fastloss_row["median_s"])
             report["results"].append(row)
             out(_table_line(row))
     return report
 
 
-def _measure(case, call, library, prepare, d, n_threads, repeat, want_none, want_mean):
-    """Time one implementation on one case (alternately with the read floor over the buffers
-    it reads), then its differences from the reference and its peak memory."""
+def _measure(case, call, library, prepare, d, n_threads, ours, repeat, want_none, want_mean):
+    """Time one implementation on one case (alternately with the read floor, on n_threads,
+    over the buffers it reads), then its differences from the reference and its peak memory;
+    ours: fastloss, which takes n_threads and is held to its documented tolerance."""
     inputs = prepare(library, d) if prepare else d
-    kw = {} if n_threads is None else {"n_threads": n_threads}
+    kw = {"n_threads": n_threads} if ours else {}
     mean_call = functools.partial(call, library, inputs, "mean", **kw)
     words = [a for a in (np.ascontiguousarray(v) for v in inputs.values() if hasattr(v, "shape"))
              if a.nbytes >= 8]
-    floor_threads = n_threads or 1
     with np.errstate(all="ignore"):
         median, best, floor = _time_alternately(
-            mean_call, lambda: [_kernels.read_words(a, floor_threads) for a in words], repeat)
+            mean_call, lambda: [_kernels.read_words(a, n_threads) for a in words], repeat)
         got_mean = float(mean_call())
         got_none = call(library, inputs, "none", **kw)
         row = {"median_s": median, "min_s": best, "floor_s": floor,
@@ -562,7 +562,7 @@ def _measure(case, call, library, prepare, d, n_threads, repeat, want_none, want
     if got_none is not None:
         got_none = np.reshape(np.asarray(got_none), np.shape(want_none))
         row["none_abs_diff"], row["none_rel_diff"] = _differences(got_none, want_none)
-    if n_threads is not None:  # fastloss: held to its documented tolerance
+    if ours:
         rtol, atol = (case.rtol, case.atol) if d["input"].dtype == np.float32 else (1e-12, 1e-12)
         row["tolerance"] = {"rtol": rtol, "atol": atol}
         row["agrees"] = _agrees(got_none, want_none, got_mean, want_mean, rtol, atol)

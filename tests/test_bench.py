@@ -9,6 +9,7 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
 
 from fastloss import bench
@@ -329,3 +330,40 @@ def test_console_script():
     result = subprocess.run([script, "bench", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--quick" in result.stdout
+
+
+def test_floor_reads_the_buffers_each_implementation_reads_on_as_many_threads(monkeypatch):
+    """The read floor runs on the job's thread count, over the case's arrays (shared by NumPy,
+    torch and fastloss) and over jax's own copies for the jax row; each read is warmed up and
+    repeated like the implementation's calls."""
+    import jax  # noqa: F401  (the test needs it)
+    reads, made, prepared = [], [], []
+    read_words, make_jax = bench._kernels.read_words, bench.PREPARE_INPUTS["jax"]
+    case = next(c for c in bench.CASES if c.name == "binary_cross_entropy")
+    make = case.make
+
+    def spy_read(a, n_threads):
+        reads.append((a.__array_interface__["data"][0], n_threads))
+        return read_words(a, n_threads)
+
+    def spy_make(*args):
+        made.append(make(*args))
+        return made[-1]
+
+    def spy_jax(*args):
+        prepared.append(make_jax(*args))
+        return prepared[-1]
+
+    monkeypatch.setattr(bench._kernels, "read_words", spy_read)
+    monkeypatch.setattr(case, "make", spy_make)
+    monkeypatch.setitem(bench.PREPARE_INPUTS, "jax", spy_jax)
+    report = bench.run(["binary_cross_entropy"], [1000], ["float32"], [2], repeat=3,
+                       against=["numpy", "jax"], out=lambda line: None)
+    assert [r["implementation"] for r in report["results"]] == ["fastloss", "numpy", "jax"]
+    (data,), (jax_data,) = made, prepared
+    shared = [(v.__array_interface__["data"][0], 2) for v in (data["input"], data["target"])]
+    jax_own = [(np.asarray(v).__array_interface__["data"][0], 2)
+               for v in (jax_data["input"], jax_data["target"])]
+    assert not set(shared) & set(jax_own)
+    # fastloss and NumPy read the shared arrays, jax its copies: a warm-up and 3 repeats each
+    assert reads == shared * 4 + shared * 4 + jax_own * 4
