@@ -35,7 +35,7 @@ def _bench(*args, code=None, stderr=subprocess.PIPE, env=None):
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     paths = {k: str(out / f"report.{k}") for k in ("json", "md", "png")}
-    result = _bench("--quick", "--sizes", "3e4", "--threads", "1,2",
+    result = _bench("--quick", "--sizes", "3e4", "--threads", "1,2", "--repeat", "2",
                     "--json", paths["json"], "--markdown", paths["md"], "--plot", paths["png"])
     assert result.returncode == 0, result.stderr[-3000:]
     with open(paths["json"]) as f:
