@@ -161,10 +161,11 @@ def _jax_call(formula):
     jitted = {}
 
     def call(jax, d, reduction):
-        import optax
         scalars = tuple(sorted((k, v) for k, v in d.items() if not hasattr(v, "shape")))
         key = (reduction, scalars)
         if key not in jitted:
+            import optax
+
             def loss(arrays):
                 values = formula(jax, optax, dict(arrays, **dict(scalars)))
                 return values if reduction == "none" else values.mean()
@@ -492,6 +493,7 @@ def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), 
     if jax is not None and "float64" in dtypes:
         jax.config.update("jax_enable_x64", True)
     l3 = _l3_cache_bytes()
+    malloc_set = _set_malloc(TIMING_MALLOC)  # the same malloc behaviour for every timing
     report = {"fastloss": fastloss.__version__, "simd_path": fastloss.simd_path(),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "l3_cache_bytes": l3, "python": platform.python_version(),
@@ -500,8 +502,7 @@ def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), 
                           "optax": _version(sys.modules.get("optax")) if jax else None},
               "repeat": repeat, "not_installed": sorted(set(against) - set(libs)),
               "memory_method": "tracemalloc and peak RSS" + (
-                  ", allocations above 64 KiB unmapped when freed"
-                  if _set_malloc(TIMING_MALLOC) else ""),
+                  ", allocations above 64 KiB unmapped when freed" if malloc_set else ""),
               "results": [], "not_applicable": []}
     jobs = [(c, n, dt, t) for c in cases for n in sizes for dt in dtypes for t in threads]
     for job, (case, n, dtype, n_threads) in enumerate(jobs):
@@ -532,8 +533,8 @@ def run(losses=None, sizes=(10**5, 10**7), dtypes=("float32",), threads=(1, 2), 
                        percent_of_floor=100 * row["floor_s"] / row["median_s"],
                        floor_in_cache=None if l3 is None else n_bytes <= l3)
             if fastloss_row is None:
-                fastloss_row = dict(row, speedup={})
-                row = fastloss_row
+                fastloss_row = row
+                row["speedup"] = {}
             else:
                 row["fastloss_speedup"] = fastloss_row["speedup"][impl] = (
                     row["median_s"] / fastloss_row["median_s"])
@@ -707,25 +708,16 @@ def _size(text):
     return int(value)
 
 
-def _thread_count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(
-            f"thread counts are whole numbers from 1 to {MAX_THREADS}; got {text!r}")
-    return value
-
-
-def _repeat(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1; got {text!r}")
-    return value
+def _whole_number(low, high, rule):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{rule}; got {text!r}")
+        return value
+    return parse
 
 
 def _one_of(choices):
@@ -760,11 +752,15 @@ def main(argv=None):
                              "with --quick)")
     parser.add_argument("--dtype", action="extend", type=_comma_list(_one_of(DTYPES)),
                         default=[], help="float32,float64 (default: float32)")
-    parser.add_argument("--threads", action="extend", type=_comma_list(_thread_count),
+    thread_count = _whole_number(
+        1, MAX_THREADS, f"thread counts are whole numbers from 1 to {MAX_THREADS}")
+    parser.add_argument("--threads", action="extend", type=_comma_list(thread_count),
                         default=[], help="thread counts for fastloss and torch, e.g. 1,2 "
                         "(default); jax (XLA) runs on its own thread pool, which cannot be set "
                         "to this count, so its rows use every core whatever 'thr' says")
-    parser.add_argument("--repeat", type=_repeat, help="timed runs (default 5; 3 with --quick)")
+    parser.add_argument("--repeat", type=_whole_number(1, math.inf, "takes a whole number of "
+                                                       "at least 1"),
+                        help="timed runs (default 5; 3 with --quick)")
     parser.add_argument("--against", action="extend",
                         type=_comma_list(_one_of(IMPLEMENTATION_LIBRARIES)), default=[],
                         help="competitor libraries: " + ",".join(IMPLEMENTATION_LIBRARIES) +
