@@ -34,8 +34,10 @@ def _result(reduction, total, count, values, out_arr, out, result_dtype):
     result's dtype and in out when given."""
     if reduction == "sum":
         return result_dtype.type(total)
-    if reduction == "mean":  # IEEE division, as torch: 0/0 is nan, and x/0 is +-inf
-        with np.errstate(divide="ignore", invalid="ignore"):
+    if reduction == "mean":
+        if count:
+            return result_dtype.type(total / count)
+        with np.errstate(divide="ignore", invalid="ignore"):  # IEEE, as torch: 0/0 is nan
             return result_dtype.type(np.float64(total) / count)
     if out_arr is None:
         return values.astype(result_dtype, copy=False)
@@ -55,11 +57,18 @@ def _binary_operands(input, target, weight, pos_weight):
 
 
 def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, **params):
+    if weight is None and pos_weight is None and out is None:
+        small = _kernels.binary_small(loss, input, target, reduction, n_threads, **params)
+        if small is not None:  # taken by the typed boundary; else validated below
+            total, flags, values = small
+            _check_flags(flags)
+            return values if values is not None else \
+                _result(reduction, total, input.size, None, None, None, input.dtype)
     _validate.check_reduction(reduction)
+    _validate.check_out_overlap(out, [("input", input), ("target", target), ("weight", weight),
+                                      ("pos_weight", pos_weight)])
     x, result_dtype, y, target_type, w, pw = _binary_operands(input, target, weight, pos_weight)
-    out_arr = _validate.out_array(out, reduction, x.shape, result_dtype,
-                                  [("input", x), ("target", y), ("weight", w[0]),
-                                   ("pos_weight", pw[0])])
+    out_arr = _validate.out_array(out, reduction, x.shape, result_dtype)
     values = _values(reduction, out_arr, x.shape, x.dtype)
     total, count = _binary_totals(loss, (x, y, target_type, w, pw), values, n_threads, **params)
     return _result(reduction, total, count, values, out_arr, out, result_dtype)
@@ -267,12 +276,20 @@ def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_
              focal_gamma=None):
     """cross_entropy, or the softmax focal loss when focal_gamma is given (gamma = 0 is
     cross-entropy, and computed as such)."""
+    if weight is None and out is None:
+        small = _kernels.softmax_small(input, target, ignore_index, label_smoothing, reduction,
+                                       n_threads, bool(focal_gamma), focal_gamma or 0.0)
+        if small is not None:  # taken by the typed boundary; else validated below
+            total, denominator, bad, values = small
+            _check_indices(bad, target)
+            return values if values is not None else \
+                _result(reduction, total, denominator, None, None, None, input.dtype)
     _validate.check_reduction(reduction)
+    _validate.check_out_overlap(out, [("input", input), ("target", target), ("weight", weight)])
     x, result_dtype, input_shape, loss_shape, t, target_type, w, ignore, eps = \
         _softmax_operands(input, target, weight, ignore_index, label_smoothing,
                           focal_gamma is not None)
-    out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
-                                  [("input", x), ("target", t), ("weight", w)])
+    out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype)
     values = _values(reduction, out_arr, loss_shape, x.dtype)
     total, denominator = _softmax_totals((x, t, target_type, w, ignore, eps), values, n_threads,
                                          focal_gamma)
