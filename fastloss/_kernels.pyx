@@ -113,7 +113,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     stats, (count, nan count, min, max, histogram counter slots) (see fl_stats.h)."""
     cdef Py_ssize_t nblocks = (n + block - 1) // block
     cdef Py_ssize_t b
-    cdef double loss = 0.0, weight = 0.0, lo = np.inf, hi = -np.inf
+    cdef double loss = 0.0, weight = 0.0, lo = INFINITY, hi = -INFINITY
     cdef Py_ssize_t count = 0, nan_count = 0
     cdef int flags = 0
     cdef ptrdiff_t bad = -1
@@ -245,6 +245,12 @@ cdef inline bint _reduction_ok(object reduction):
                                        or reduction == "none")
 
 
+cdef inline cnp.ndarray _base(object a):
+    """A NumPy array as a base-class ndarray (np.matrix would stay 2-D when flattened), as the
+    general path's np.asarray does."""
+    return a if cnp.PyArray_CheckExact(a) else np.asarray(a)
+
+
 cdef inline bint _plain(cnp.ndarray a):
     """C-contiguous (or 1-D with any stride), aligned, native byte order: readable in place."""
     return (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
@@ -311,7 +317,7 @@ def binary_small(str loss, object input, object target, object reduction, object
     if not (cnp.PyArray_Check(input) and cnp.PyArray_Check(target)
             and _reduction_ok(reduction) and _thread_count_ok(n_threads)):
         return None
-    cdef cnp.ndarray x = input, y = target
+    cdef cnp.ndarray x = _base(input), y = _base(target)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     if not (0 < n <= SMALL and cnp.PyArray_SAMESHAPE(x, y) and _plain(x) and _plain(y)):
         return None
@@ -359,7 +365,7 @@ for _ones in _ONES.values():
     _ones.flags.writeable = False
 
 
-def softmax_block_positions(Py_ssize_t n_classes):
+cpdef Py_ssize_t softmax_block_positions(Py_ssize_t n_classes):
     """Positions per block of the softmax kernels: about FL_BLOCK logits, whole lanes."""
     return max(FL_CE_LANES, (FL_BLOCK // max(n_classes, 1)) // FL_CE_LANES * FL_CE_LANES)
 
@@ -432,7 +438,7 @@ def softmax_small(object input, object target, object ignore_index, object label
             and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
             and type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0):
         return None
-    cdef cnp.ndarray x = input, t = target
+    cdef cnp.ndarray x = _base(input), t = _base(target)
     if not (cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_NDIM(t) == 1 and _plain(x) and _plain(t)
             and cnp.PyArray_IS_C_CONTIGUOUS(t)):
         return None

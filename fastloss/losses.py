@@ -120,18 +120,21 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_thre
         input. "sum" and "mean" accumulate in float64 over fixed blocks, so they are bitwise
         identical for any n_threads, and return a NumPy scalar of the input's dtype.
     n_threads : int, optional
-        Threads to use (1 to 1024). Default: the CPUs the process may use, within
-        OMP_NUM_THREADS and threadpoolctl limits, and serial for small inputs. The GIL is
-        released while the kernel runs.
+        The most threads to use (1 to 1024). Default: the CPUs the process may use, within
+        OMP_NUM_THREADS and threadpoolctl limits. Either way at most one thread per 32768
+        elements (a second thread slows smaller calls down), and one in a forked child (the
+        OpenMP runtime may hang after fork if any library, torch included, used its threads).
+        The GIL is released while the kernel runs.
     out : ndarray or torch tensor, optional
         With reduction="none": a C-contiguous, writable buffer of the input's shape and dtype
-        that receives the losses and is returned. It must not overlap the arguments. If an
-        error is raised, its contents are unspecified.
+        that receives the losses and is returned. It must not overlap any argument (checked
+        before any work). If an error is raised, its contents are unspecified.
 
     Raises
     ------
     TypeError
-        input is not a float array, or target or weight is not real numeric.
+        input is not a float array, target or weight is not real numeric, or a torch tensor
+        requires grad (fastloss computes values, not gradients: pass ``x.detach()``).
     ValueError
         "all elements of input should be between 0 and 1" (an input outside [0, 1] or nan),
         "all elements of target should be between 0 and 1", target's shape differs from the
@@ -181,7 +184,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     Raises
     ------
     TypeError
-        input is not a float array, or target, weight or pos_weight is not real numeric.
+        input is not a float array, target, weight or pos_weight is not real numeric, or a
+        torch tensor requires grad.
     ValueError
         "all elements of target should be between 0 and 1", shapes that differ or do not
         broadcast, an unknown reduction, n_threads outside [1, 1024], a wrong out.
@@ -243,7 +247,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         ignore_index (raised after the kernel; the inputs are untouched).
     TypeError
         input is not a float array, target is neither integer nor float, weight is not real
-        numeric, label_smoothing or ignore_index of the wrong type.
+        numeric, label_smoothing or ignore_index of the wrong type, a torch tensor requires
+        grad.
     ValueError
         input without a class axis, target or weight shapes that do not match the input,
         label_smoothing outside [0, 1], ignore_index >= 0 with probability targets, an unknown

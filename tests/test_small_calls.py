@@ -202,3 +202,18 @@ def test_public_namespace():
     assert set(fastloss.__all__) <= public
     modules = {"losses", "streaming", "plot", "info"}  # the package's own submodules
     assert public - modules == set(fastloss.__all__)
+
+
+def test_array_subclasses_are_read_as_plain_arrays():
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((20, 4))
+    y = (rng.random((20, 4)) < 0.5).astype(np.float64)
+    t = rng.integers(0, 4, 20)
+    for loss, args in ((fastloss.binary_cross_entropy_with_logits, (z, y)),
+                       (fastloss.cross_entropy, (z, t))):
+        for reduction in ("none", "mean"):
+            want = loss(*args, reduction=reduction)
+            np.testing.assert_array_equal(loss(np.asmatrix(args[0]), args[1],
+                                               reduction=reduction), want)
+            np.testing.assert_array_equal(loss(*map(np.ma.asarray, args), reduction=reduction),
+                                          want)
