@@ -7,8 +7,8 @@ The kernels for the best instruction set of this CPU are chosen at import; the e
 variable FASTLOSS_SIMD=scalar|avx2|avx512|auto forces a path (an unavailable one falls back to
 "auto" with a warning).
 """
-import os
-import warnings
+import os as _os
+import warnings as _warnings
 
 
 def _import_kernels():
@@ -21,14 +21,14 @@ def _import_kernels():
     short spin keeps back-to-back calls fast and hands the cores back. The environment is
     restored at once, and a user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
     """
-    ours = "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+    ours = "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ
     if ours:
-        os.environ["GOMP_SPINCOUNT"] = "10000"
+        _os.environ["GOMP_SPINCOUNT"] = "10000"
     try:
         from . import _kernels
     finally:
         if ours:
-            del os.environ["GOMP_SPINCOUNT"]
+            del _os.environ["GOMP_SPINCOUNT"]
     return _kernels
 
 
@@ -55,14 +55,14 @@ def simd_path():
 
 
 def _select_simd_from_env():
-    requested = os.environ.get("FASTLOSS_SIMD", "auto").strip().lower() or "auto"
+    requested = _os.environ.get("FASTLOSS_SIMD", "auto").strip().lower() or "auto"
     try:
         _kernels.set_simd_path(requested)
     except ValueError as e:
-        warnings.warn(f"FASTLOSS_SIMD: {e}; using 'auto'", RuntimeWarning, stacklevel=3)
+        _warnings.warn(f"FASTLOSS_SIMD: {e}; using 'auto'", RuntimeWarning, stacklevel=3)
         _kernels.set_simd_path("auto")
 
 
 _select_simd_from_env()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_kernels._after_fork_in_child)
+if hasattr(_os, "register_at_fork"):  # a forked child runs serially: see _kernels
+    _os.register_at_fork(after_in_child=_kernels._after_fork_in_child)

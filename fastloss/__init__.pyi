@@ -8,6 +8,11 @@ _Reduction = Literal["none", "mean", "sum"]
 _Out = TypeVar("_Out")
 
 __version__: str
+__all__ = [
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+    "sigmoid_focal_loss", "softmax_focal_loss", "StreamingLoss", "plot_loss_histograms",
+    "simd_path", "show_config",
+]
 
 def simd_path() -> Literal["scalar", "avx2", "avx512"]: ...
 def show_config(file: object | None = ...) -> None: ...

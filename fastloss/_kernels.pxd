@@ -34,6 +34,7 @@ cdef extern from "fl_stats.h" nogil:
 
 
 cdef extern from "fl_binary.h" nogil:
+    enum: FL_TARGET_FLOAT, FL_TARGET_U8, FL_TARGET_I64
     ctypedef struct fl_binary_args:
         const void *input
         ptrdiff_t input_stride
@@ -48,6 +49,8 @@ cdef extern from "fl_binary.h" nogil:
 
 cdef extern from "fl_softmax.h" nogil:
     enum: FL_CE_LANES
+    enum: FL_INDEX_I8, FL_INDEX_I16, FL_INDEX_I32, FL_INDEX_I64, FL_INDEX_U8, FL_INDEX_U16, \
+        FL_INDEX_U32, FL_INDEX_U64, FL_TARGET_PROBABILITIES
     ctypedef struct fl_softmax_args:
         const void *input
         ptrdiff_t n_classes, n_spatial

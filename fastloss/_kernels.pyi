@@ -7,6 +7,7 @@ BINS_UNIFORM: int
 BINS_LOG: int
 BINS_EDGES: int
 SIMD_PATHS: tuple[str, ...]
+MIN_ELEMENTS_PER_THREAD: int
 
 def set_simd_path(name: str) -> None: ...
 def simd_path() -> str: ...
@@ -46,12 +47,21 @@ def binary_loss(
     gamma: float = ...,
     stats: Statistics | None = ...,
 ) -> tuple[Any, ...]: ...
+def binary_small(
+    loss: str,
+    input: object,
+    target: object,
+    reduction: object,
+    n_threads: object,
+    alpha: float = ...,
+    gamma: float = ...,
+) -> tuple[float, int, np.ndarray | None] | None: ...
 def softmax_block_positions(n_classes: int) -> int: ...
 def cross_entropy_loss(
     input: np.ndarray,
     target: np.ndarray,
     target_type: int,
-    weight: np.ndarray,
+    weight: np.ndarray | None,
     ignore_index: int,
     label_smoothing: float,
     out: np.ndarray | None,
@@ -60,4 +70,14 @@ def cross_entropy_loss(
     gamma: float = ...,
     stats: Statistics | None = ...,
 ) -> tuple[Any, ...]: ...
+def softmax_small(
+    input: object,
+    target: object,
+    ignore_index: object,
+    label_smoothing: object,
+    reduction: object,
+    n_threads: object,
+    focal: bool = ...,
+    gamma: float = ...,
+) -> tuple[float, float, int, np.ndarray | None] | None: ...
 def read_words(data: np.ndarray, n_threads: int) -> float: ...

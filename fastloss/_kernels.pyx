@@ -2,13 +2,19 @@
 """Drivers of the C kernels: split the work into fixed blocks, run them with the GIL released
 (in parallel under OpenMP), and add the block results in a fixed order.
 
-The arrays arrive validated and flattened by fastloss._validate; this module trusts them. The
-kernels read them through data pointers and element strides (one driver serves every input and
-target dtype; the C side converts a block at a time), so nothing here copies data.
+The operands are taken as typed memoryviews (const, so read-only arrays and memmaps work), and
+the kernels read them through the views' data pointers and element strides (one driver serves
+every input and target dtype; the C side converts a block at a time), so nothing here copies
+data. The typed boundary checks dtype, byte order, dimensions and layout; fastloss._validate
+brings everything else (torch tensors, float16, byte-swapped, broadcast weights) to these types
+first. binary_small and softmax_small take the common small call straight from the user: they
+accept it only when the typed boundary does, and otherwise hand it back to the general path.
 """
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cython cimport floating
 from libc.math cimport INFINITY
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cython.parallel cimport prange, threadid
 
 import numpy as np
@@ -20,9 +26,13 @@ SCRATCH_BYTES = FL_SCRATCH_BYTES  # per thread, for the kernels' staging buffers
 BINS_UNIFORM, BINS_LOG, BINS_EDGES = FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
+# Two threads only pay from about this many elements each (measured: 2 threads are 0.43x as
+# fast at 1k elements, 1.1x at 16k, 1.7x at 64k); a call below twice this runs on one thread.
+MIN_ELEMENTS_PER_THREAD = 32768
+cdef Py_ssize_t SMALL = 2 * MIN_ELEMENTS_PER_THREAD - 1  # most elements of a *_small call
+
 cdef const fl_kernel_table *_table = fl_kernels_for(b"auto")
-cdef bint _used_threads = False      # this process has run an OpenMP parallel region
-cdef bint _in_forked_child = False   # ... and then forked: this is the child
+cdef bint _in_forked_child = False   # this process is a forked child: run serially
 
 
 def set_simd_path(str name):
@@ -58,18 +68,15 @@ def max_threads():
 
 
 def _after_fork_in_child():
-    # libgomp's thread pool does not survive fork: once the parent has used it, a parallel
-    # region in the child would hang.
+    # libgomp's thread pool does not survive fork: once any library in the parent has used it
+    # (torch shares the same libgomp.so.1), a parallel region in the child hangs. We cannot see
+    # the other libraries' regions, so every forked child runs serially.
     global _in_forked_child
-    _in_forked_child = _used_threads
+    _in_forked_child = True
 
 
 cdef inline const void *_data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-cdef inline ptrdiff_t _stride(cnp.ndarray a):
-    return cnp.PyArray_STRIDES(a)[0] // cnp.PyArray_ITEMSIZE(a)
 
 
 cdef class Statistics:
@@ -107,16 +114,12 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     stats, (count, nan count, min, max, histogram counter slots) (see fl_stats.h)."""
     cdef Py_ssize_t nblocks = (n + block - 1) // block
     cdef Py_ssize_t b
-    cdef double loss = 0.0, weight = 0.0, lo = np.inf, hi = -np.inf
+    cdef double loss = 0.0, weight = 0.0, lo = INFINITY, hi = -INFINITY
     cdef Py_ssize_t count = 0, nan_count = 0
     cdef int flags = 0
     cdef ptrdiff_t bad = -1
-    global _used_threads
-    n_threads = min(n_threads, nblocks)  # a thread without a block would only cost memory
-    if _in_forked_child or nblocks == 1:
-        n_threads = 1
-    elif n_threads > 1:
-        _used_threads = True
+    # Never more threads than blocks; the block partition, not the thread count, fixes the sums.
+    n_threads = 1 if _in_forked_child else max(1, min(n_threads, nblocks))
     # Each thread adds its histogram counts into its own copies of the slots; integer counts
     # add up the same in any order.
     cdef Py_ssize_t n_slots = 0
@@ -195,6 +198,94 @@ cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_s
     fn(args, b * block, min(block, n - b * block), r)
 
 
+# ---- the typed boundary: operands as typed memoryviews, handed to C as pointer and stride ----
+
+ctypedef fused element_t:
+    float
+    double
+    int8_t
+    int16_t
+    int32_t
+    int64_t
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline const void *_view_data(const element_t[:] view, ptrdiff_t *stride) noexcept:
+    stride[0] = view.strides[0] // <ptrdiff_t>sizeof(element_t)
+    return &view[0]
+
+
+cdef const void *_operand(cnp.ndarray a, ptrdiff_t *stride) except? NULL:
+    """The data pointer and element stride of a 1-D array, taken through a typed memoryview of
+    its dtype: raises ValueError for a byte-swapped or N-d array, TypeError for another dtype."""
+    cdef char kind = a.descr.kind
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(a)
+    if kind == b"b":  # bool is read as uint8
+        return _view_data[uint8_t](a.view(np.uint8), stride)
+    if kind == b"f":
+        if size == 4: return _view_data[float](a, stride)
+        if size == 8: return _view_data[double](a, stride)
+    elif kind == b"i":
+        if size == 1: return _view_data[int8_t](a, stride)
+        if size == 2: return _view_data[int16_t](a, stride)
+        if size == 4: return _view_data[int32_t](a, stride)
+        if size == 8: return _view_data[int64_t](a, stride)
+    elif kind == b"u":
+        if size == 1: return _view_data[uint8_t](a, stride)
+        if size == 2: return _view_data[uint16_t](a, stride)
+        if size == 4: return _view_data[uint32_t](a, stride)
+        if size == 8: return _view_data[uint64_t](a, stride)
+    raise TypeError(f"the kernels do not read dtype {a.dtype}")
+
+
+cdef inline const void *_rows_data(const floating[:, :, ::1] rows) noexcept:
+    return &rows[0, 0, 0]
+
+
+cdef const void *_rows(cnp.ndarray a) except? NULL:
+    """The data pointer of a C-contiguous (N, C, S) float32/float64 array, through a typed
+    memoryview (ValueError for another layout or byte order)."""
+    if cnp.PyArray_ITEMSIZE(a) == 4:
+        return _rows_data[float](a)
+    return _rows_data[double](a)
+
+
+cdef inline bint _thread_count_ok(object n_threads):
+    return n_threads is None or type(n_threads) is int and 1 <= n_threads <= 1024
+
+
+cdef inline bint _reduction_ok(object reduction):
+    return type(reduction) is str and (reduction == "mean" or reduction == "sum"
+                                       or reduction == "none")
+
+
+cdef inline cnp.ndarray _base(object a):
+    """A NumPy array as a base-class ndarray (np.matrix would stay 2-D when flattened), as the
+    general path's np.asarray does."""
+    return a if cnp.PyArray_CheckExact(a) else np.asarray(a)
+
+
+cdef inline bint _plain(cnp.ndarray a):
+    """C-contiguous (or 1-D with any stride), aligned, native byte order: readable in place."""
+    return (cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a)
+            and (cnp.PyArray_NDIM(a) == 1 or cnp.PyArray_IS_C_CONTIGUOUS(a)))
+
+
+# ---- elementwise losses ----
+
+cdef fl_block_fn _binary_kernel(str loss, bint is_double) except NULL:
+    if loss == "binary_cross_entropy":
+        return _table.bce[is_double]
+    if loss == "binary_cross_entropy_with_logits":
+        return _table.bce_logits[is_double]
+    if loss == "sigmoid_focal_loss":
+        return _table.sigmoid_focal[is_double]
+    raise ValueError(f"unknown binary loss {loss!r}")
+
+
 def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type,
                 object weight, Py_ssize_t weight_period, Py_ssize_t weight_repeat,
                 object pos_weight, Py_ssize_t pos_weight_period, Py_ssize_t pos_weight_repeat,
@@ -209,22 +300,9 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
     fl_binary.h); out: None or a C-contiguous array of input's size and dtype; alpha, gamma: the
     sigmoid focal loss's.
     """
-    cdef int is_double = input.dtype == np.float64
-    cdef fl_block_fn fn
-    if loss == "binary_cross_entropy":
-        fn = _table.bce[is_double]
-    elif loss == "binary_cross_entropy_with_logits":
-        fn = _table.bce_logits[is_double]
-    elif loss == "sigmoid_focal_loss":
-        fn = _table.sigmoid_focal[is_double]
-    else:
-        raise ValueError(f"unknown binary loss {loss!r}")
-
     cdef fl_binary_args args
-    args.input = cnp.PyArray_DATA(input)
-    args.input_stride = _stride(input)
-    args.target = cnp.PyArray_DATA(target)
-    args.target_stride = _stride(target)
+    args.input = _operand(input, &args.input_stride)
+    args.target = _operand(target, &args.target_stride)
     args.target_type = target_type
     args.weight.data = _data(weight)
     args.weight.period = weight_period
@@ -236,34 +314,92 @@ def binary_loss(str loss, cnp.ndarray input, cnp.ndarray target, int target_type
     args.alpha = alpha
     args.gamma = gamma
     args.stats = _spec(stats)
+    fn = _binary_kernel(loss, cnp.PyArray_ITEMSIZE(input) == 8)
     total, weight_sum, flags, _, extra = _run_blocks(fn, &args, input.shape[0], FL_BLOCK,
                                                      n_threads, stats)
     return (total, flags) if stats is None else (total, flags, weight_sum, extra)
 
 
-def softmax_block_positions(Py_ssize_t n_classes):
+def binary_small(str loss, object input, object target, object reduction, object n_threads,
+                 double alpha=-1.0, double gamma=0.0):
+    """The common small call of an elementwise loss without weights, straight from the user's
+    arguments; (sum, FL_BAD_* flags, the per-element losses for reduction "none" else None).
+
+    Taken when input and target are NumPy arrays of one shape with 1 to SMALL elements (one
+    thread: n_threads only caps it), 1-D or C-contiguous, aligned, native byte order, input
+    float32/float64 and target of its dtype, bool, uint8 or int64, reduction a known name and
+    n_threads None or in [1, 1024]. Returns None for any other call, which the general path then
+    validates (and rejects with a clear error, or converts).
+    """
+    if not (cnp.PyArray_Check(input) and cnp.PyArray_Check(target)
+            and _reduction_ok(reduction) and _thread_count_ok(n_threads)):
+        return None
+    cdef cnp.ndarray x = _base(input), y = _base(target)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    if not (0 < n <= SMALL and cnp.PyArray_SAMESHAPE(x, y) and _plain(x) and _plain(y)):
+        return None
+    cdef int xt = cnp.PyArray_TYPE(x), yt = cnp.PyArray_TYPE(y)
+    cdef int target_type
+    if xt != cnp.NPY_FLOAT32 and xt != cnp.NPY_FLOAT64:
+        return None
+    if yt == xt:
+        target_type = FL_TARGET_FLOAT
+    elif yt == cnp.NPY_BOOL or yt == cnp.NPY_UINT8:
+        target_type = FL_TARGET_U8
+    elif y.descr.kind == b"i" and cnp.PyArray_ITEMSIZE(y) == 8:
+        target_type = FL_TARGET_I64
+    else:
+        return None
+    if cnp.PyArray_NDIM(x) != 1:
+        x = x.reshape(-1)
+        y = y.reshape(-1)
+    cdef cnp.ndarray values = None
+    if reduction == "none":
+        values = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(input), cnp.PyArray_DIMS(input), xt, 0)
+    cdef fl_binary_args args
+    args.input = _operand(x, &args.input_stride)
+    args.target = _operand(y, &args.target_stride)
+    args.target_type = target_type
+    args.weight.data = args.pos_weight.data = NULL
+    args.weight.period = args.weight.repeat = args.pos_weight.period = 1
+    args.pos_weight.repeat = 1
+    args.out = <void *>_data(values)
+    args.alpha = alpha
+    args.gamma = gamma
+    args.stats = NULL
+    fn = _binary_kernel(loss, xt == cnp.NPY_FLOAT64)
+    total, _, flags, _, _ = _run_blocks(fn, &args, n, FL_BLOCK, 1)
+    return total, flags, values
+
+
+# ---- softmax losses ----
+
+# Class weights default to 1: read from these (read-only) for up to _N_ONES classes, so a small
+# call allocates nothing and an empty one nothing of the class count's size.
+cdef Py_ssize_t _N_ONES = 4096
+_ONES = {4: np.ones(_N_ONES, np.float32), 8: np.ones(_N_ONES, np.float64)}
+for _ones in _ONES.values():
+    _ones.flags.writeable = False
+
+
+cpdef Py_ssize_t softmax_block_positions(Py_ssize_t n_classes):
     """Positions per block of the softmax kernels: about FL_BLOCK logits, whole lanes."""
     return max(FL_CE_LANES, (FL_BLOCK // max(n_classes, 1)) // FL_CE_LANES * FL_CE_LANES)
 
 
-def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
-                       cnp.ndarray weight, long long ignore_index, double label_smoothing,
-                       object out, int n_threads, bint focal=False, double gamma=0.0,
-                       Statistics stats=None):
-    """Softmax cross-entropy (or, with focal, the softmax focal loss with exponent gamma) over a
-    C-contiguous (N, C, S) input; return (sum of the losses, sum of the weights that divide
-    "mean", first position with an out-of-range index or -1).
-
-    target: contiguous (N, S) class indices of the FL_INDEX_* type target_type, or (N, C, S)
-    probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: (C,) of input's dtype;
-    out: None or a contiguous (N, S) array of input's dtype; with stats, the statistics of
-    _run_blocks follow (the weights then include the sample weights).
-    """
+cdef tuple _softmax_run(cnp.ndarray input, cnp.ndarray target, int target_type, object weight,
+                        long long ignore_index, double label_smoothing, object out,
+                        int n_threads, bint focal, double gamma, Statistics stats):
+    cdef Py_ssize_t n_classes = input.shape[1]
+    if weight is None:
+        weight = (_ONES[cnp.PyArray_ITEMSIZE(input)] if n_classes <= _N_ONES
+                  else np.ones(n_classes, input.dtype))
+    cdef ptrdiff_t unit_stride
     cdef fl_softmax_args args
-    args.input = cnp.PyArray_DATA(input)
-    args.n_classes = input.shape[1]
+    args.input = _rows(input)
+    args.n_classes = n_classes
     args.n_spatial = input.shape[2]
-    args.target = cnp.PyArray_DATA(target)
+    args.target = _operand(target, &unit_stride)
     args.target_type = target_type
     args.weight = _data(weight)
     args.ignore_index = ignore_index
@@ -272,11 +408,77 @@ def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
     args.focal = focal
     args.gamma = gamma
     args.stats = _spec(stats)
-    cdef fl_block_fn fn = _table.cross_entropy[input.dtype == np.float64]
-    loss, weight_sum, flags, bad, extra = _run_blocks(
-        fn, &args, input.shape[0] * input.shape[2], softmax_block_positions(args.n_classes),
-        n_threads, stats)
+    cdef fl_block_fn fn = _table.cross_entropy[cnp.PyArray_ITEMSIZE(input) == 8]
+    return _run_blocks(fn, &args, input.shape[0] * input.shape[2],
+                       softmax_block_positions(n_classes), n_threads, stats)
+
+
+def cross_entropy_loss(cnp.ndarray input, cnp.ndarray target, int target_type,
+                       object weight, long long ignore_index, double label_smoothing,
+                       object out, int n_threads, bint focal=False, double gamma=0.0,
+                       Statistics stats=None):
+    """Softmax cross-entropy (or, with focal, the softmax focal loss with exponent gamma) over a
+    C-contiguous (N, C, S) input; return (sum of the losses, sum of the weights that divide
+    "mean", first position with an out-of-range index or -1).
+
+    target: contiguous (N, S) class indices of the FL_INDEX_* type target_type, or (N, C, S)
+    probabilities of input's dtype (FL_TARGET_PROBABILITIES); weight: None (all 1) or (C,) of
+    input's dtype; out: None or a contiguous (N, S) array of input's dtype; with stats, the
+    statistics of _run_blocks follow (the weights then include the sample weights).
+    """
+    loss, weight_sum, flags, bad, extra = _softmax_run(
+        input, target, target_type, weight, ignore_index, label_smoothing, out, n_threads, focal,
+        gamma, stats)
     return (loss, weight_sum, bad) if stats is None else (loss, weight_sum, bad, flags, extra)
+
+
+# FL_INDEX_* of the class-index dtypes, by kind and size
+_INDEX_CODES = {(b"i"[0], 1): FL_INDEX_I8, (b"i"[0], 2): FL_INDEX_I16, (b"i"[0], 4): FL_INDEX_I32,
+                (b"i"[0], 8): FL_INDEX_I64, (b"u"[0], 1): FL_INDEX_U8, (b"u"[0], 2): FL_INDEX_U16,
+                (b"u"[0], 4): FL_INDEX_U32, (b"u"[0], 8): FL_INDEX_U64}
+
+
+def softmax_small(object input, object target, object ignore_index, object label_smoothing,
+                  object reduction, object n_threads, bint focal=False, double gamma=0.0):
+    """The common small call of a softmax loss without class weights, straight from the user's
+    arguments: (sum, "mean"'s denominator, first bad index position or -1, the per-row losses
+    for reduction "none" else None).
+
+    Taken when input is a C-contiguous, aligned, native float32/float64 NumPy array of shape
+    (N, C) with 1 to SMALL elements and C >= 1, target a contiguous native (N,) array of class
+    indices (any integer dtype), ignore_index an int, label_smoothing a float in [0, 1],
+    reduction a known name and n_threads None or in [1, 1024]. Returns None for any other call,
+    which the general path then validates.
+    """
+    if not (cnp.PyArray_Check(input) and cnp.PyArray_Check(target)
+            and _reduction_ok(reduction) and _thread_count_ok(n_threads)
+            and type(ignore_index) is int and -2**63 <= ignore_index < 2**63
+            and type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0):
+        return None
+    cdef cnp.ndarray x = _base(input), t = _base(target)
+    if not (cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_NDIM(t) == 1 and _plain(x) and _plain(t)
+            and cnp.PyArray_IS_C_CONTIGUOUS(t)):
+        return None
+    cdef Py_ssize_t n = x.shape[0], n_classes = x.shape[1]
+    cdef int xt = cnp.PyArray_TYPE(x)
+    if not (n >= 1 and n_classes >= 1 and n * n_classes <= SMALL and t.shape[0] == n
+            and (xt == cnp.NPY_FLOAT32 or xt == cnp.NPY_FLOAT64)):
+        return None
+    target_type = _INDEX_CODES.get((t.descr.kind, cnp.PyArray_ITEMSIZE(t)))
+    if target_type is None:
+        return None
+    cdef cnp.ndarray values = None
+    if reduction == "none":
+        values = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), xt, 0)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = n, n_classes, 1
+    cdef cnp.PyArray_Dims shape
+    shape.ptr = dims
+    shape.len = 3
+    x = cnp.PyArray_Newshape(x, &shape, cnp.NPY_CORDER)
+    loss, weight_sum, _, bad, _ = _softmax_run(x, t, target_type, None, ignore_index,
+                                               label_smoothing, values, 1, focal, gamma, None)
+    return loss, weight_sum, bad, values
 
 
 def read_words(cnp.ndarray data, int n_threads):

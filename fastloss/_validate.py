@@ -15,9 +15,8 @@ from . import _kernels
 
 REDUCTIONS = ("none", "mean", "sum")
 
-# Below this many elements per thread, starting a second thread costs more than it saves
-# (measured: 2 threads are 0.43x as fast at 1k elements, 1.1x at 16k, 1.7x at 64k).
-MIN_ELEMENTS_PER_THREAD = 32768
+# Below this many elements per thread, starting a second thread costs more than it saves.
+MIN_ELEMENTS_PER_THREAD = _kernels.MIN_ELEMENTS_PER_THREAD
 MAX_THREADS = 1024
 MAX_CLASSES = 2**31 - 1
 
@@ -31,6 +30,9 @@ def as_array(obj, name):
     """obj as a NumPy array, sharing memory with NumPy arrays, memmaps and torch CPU tensors."""
     torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
     if torch is not None and isinstance(obj, torch.Tensor):
+        if obj.requires_grad:
+            raise TypeError(f"{name} is a tensor that requires grad: fastloss computes loss "
+                            f"values, not gradients; pass {name}.detach() to evaluate it")
         if obj.device.type != "cpu":
             raise ValueError(f"{name} is a torch tensor on {obj.device}; fastloss computes on "
                              f"the CPU: pass {name}.cpu()")
@@ -148,8 +150,21 @@ def broadcast_operand(obj, name, shape, dtype):
     return data, period, repeat
 
 
-def out_array(out, reduction, shape, dtype, operands):
-    """The user's out= buffer as a NumPy array, checked; None when not given."""
+def check_out_overlap(out, arguments):
+    """Reject an out= that shares memory with any (name, argument) as the user passed it. Done
+    before any conversion: a converted copy (float16, byte-swapped, a non-contiguous softmax
+    input) would hide the overlap, and writing the losses would overwrite the user's input."""
+    if out is None:
+        return
+    a = _writable_array(out, "out")
+    for name, obj in arguments:
+        if obj is not None and np.may_share_memory(a, as_array(obj, name)):
+            raise ValueError(f"out shares memory with {name}; pass a separate buffer")
+
+
+def out_array(out, reduction, shape, dtype):
+    """The user's out= buffer as a NumPy array, checked (its overlap with the arguments by
+    check_out_overlap, first); None when not given."""
     if out is None:
         return None
     if reduction != "none":
@@ -163,9 +178,6 @@ def out_array(out, reduction, shape, dtype, operands):
         raise ValueError("out must be a C-contiguous, aligned array")
     if not a.flags.writeable:
         raise ValueError("out is read-only")
-    for name, operand in operands:
-        if operand is not None and np.may_share_memory(a, operand):
-            raise ValueError(f"out shares memory with {name}; pass a separate buffer")
     return a
 
 
@@ -176,17 +188,21 @@ def _cpus_available():
 
 
 def thread_count(n_threads, n_elements):
-    """The number of threads to run n_elements on: n_threads as given (checked), or by default
-    the CPUs this process may use, within OMP_NUM_THREADS and threadpoolctl's limits, and one
-    thread per MIN_ELEMENTS_PER_THREAD elements at most."""
+    """The number of threads to run n_elements on: at most n_threads (checked) or, by default,
+    the CPUs this process may use within OMP_NUM_THREADS and threadpoolctl's limits; and never
+    more than one per MIN_ELEMENTS_PER_THREAD elements, since below that a second thread costs
+    more than it saves (the kernels also never use more threads than blocks, and run serially
+    in a forked child)."""
+    by_work = max(1, n_elements // MIN_ELEMENTS_PER_THREAD)
     if n_threads is None:
-        limit = min(_kernels.max_threads(), _cpus_available())
-        return max(1, min(limit, n_elements // MIN_ELEMENTS_PER_THREAD))
+        if by_work == 1:
+            return 1
+        return min(by_work, _kernels.max_threads(), _cpus_available())
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be an int or None; got {type(n_threads).__name__}")
     if not 1 <= n_threads <= MAX_THREADS:
         raise ValueError(f"n_threads must be between 1 and {MAX_THREADS}; got {n_threads}")
-    return int(n_threads)
+    return min(int(n_threads), by_work)
 
 
 # ---- softmax losses: a class axis ----
@@ -244,10 +260,10 @@ def class_target(obj, input_shape, loss_shape, dtype, ignore_index):
 
 
 def class_weight(obj, n_classes, dtype):
-    """A (C,) weight per class as a contiguous array of dtype (ones when obj is None: the
-    kernels then need no variant without weights)."""
+    """A (C,) weight per class as a contiguous array of dtype; None when obj is None (the
+    driver then reads ones, and an empty input allocates nothing of C's size)."""
     if obj is None:
-        return np.ones(n_classes, dtype)
+        return None
     w = as_array(obj, "weight")
     if w.dtype.kind not in "biuf":
         raise TypeError(f"weight must be a real numeric array; got dtype {w.dtype}")

@@ -29,15 +29,27 @@ def _values(reduction, out_arr, shape, dtype):
     return np.empty(shape, dtype)
 
 
+_FINITE_MAX = {np.dtype(np.float16): 65504.0, np.dtype(np.float32): 3.4028234663852886e38}
+
+
+def _scalar(value, dtype):
+    """The float64 value as a NumPy scalar of dtype, rounded as IEEE does: beyond the dtype's
+    range to +-inf (without NumPy's overflow warning, which is not an error here)."""
+    if abs(value) > _FINITE_MAX.get(dtype, np.inf):
+        with np.errstate(over="ignore"):
+            return dtype.type(value)
+    return dtype.type(value)
+
+
 def _result(reduction, total, count, values, out_arr, out, result_dtype):
     """What the loss returns: the sum, the mean total/count, or the per-position values, in the
     result's dtype and in out when given."""
-    # IEEE arithmetic, as torch: 0/0 is nan, x/0 is +-inf, and a float64 total beyond the
-    # result dtype's range rounds to +-inf
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if reduction == "sum":
-            return result_dtype.type(total)
-        if reduction == "mean":
+    if reduction == "sum":
+        return _scalar(total, result_dtype)
+    if reduction == "mean":
+        if count:
+            return _scalar(total / count, result_dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):  # IEEE, as torch: 0/0 is nan
             return result_dtype.type(np.float64(total) / count)
     if out_arr is None:
         return values.astype(result_dtype, copy=False)
@@ -57,11 +69,18 @@ def _binary_operands(input, target, weight, pos_weight):
 
 
 def _binary(loss, input, target, weight, pos_weight, reduction, n_threads, out, **params):
+    if weight is None and pos_weight is None and out is None:
+        small = _kernels.binary_small(loss, input, target, reduction, n_threads, **params)
+        if small is not None:  # taken by the typed boundary; else validated below
+            total, flags, values = small
+            _check_flags(flags)
+            return values if values is not None else \
+                _result(reduction, total, input.size, None, None, None, input.dtype)
     _validate.check_reduction(reduction)
+    _validate.check_out_overlap(out, [("input", input), ("target", target), ("weight", weight),
+                                      ("pos_weight", pos_weight)])
     x, result_dtype, y, target_type, w, pw = _binary_operands(input, target, weight, pos_weight)
-    out_arr = _validate.out_array(out, reduction, x.shape, result_dtype,
-                                  [("input", x), ("target", y), ("weight", w[0]),
-                                   ("pos_weight", pw[0])])
+    out_arr = _validate.out_array(out, reduction, x.shape, result_dtype)
     values = _values(reduction, out_arr, x.shape, x.dtype)
     total, count = _binary_totals(loss, (x, y, target_type, w, pw), values, n_threads, **params)
     return _result(reduction, total, count, values, out_arr, out, result_dtype)
@@ -113,18 +132,21 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_thre
         input. "sum" and "mean" accumulate in float64 over fixed blocks, so they are bitwise
         identical for any n_threads, and return a NumPy scalar of the input's dtype.
     n_threads : int, optional
-        Threads to use (1 to 1024). Default: the CPUs the process may use, within
-        OMP_NUM_THREADS and threadpoolctl limits, and serial for small inputs. The GIL is
-        released while the kernel runs.
+        The most threads to use (1 to 1024). Default: the CPUs the process may use, within
+        OMP_NUM_THREADS and threadpoolctl limits. Either way at most one thread per 32768
+        elements (a second thread slows smaller calls down), and one in a forked child (the
+        OpenMP runtime may hang after fork if any library, torch included, used its threads).
+        The GIL is released while the kernel runs.
     out : ndarray or torch tensor, optional
         With reduction="none": a C-contiguous, writable buffer of the input's shape and dtype
-        that receives the losses and is returned. It must not overlap the arguments. If an
-        error is raised, its contents are unspecified.
+        that receives the losses and is returned. It must not overlap any argument (checked
+        before any work). If an error is raised, its contents are unspecified.
 
     Raises
     ------
     TypeError
-        input is not a float array, or target or weight is not real numeric.
+        input is not a float array, target or weight is not real numeric, or a torch tensor
+        requires grad (fastloss computes values, not gradients: pass ``x.detach()``).
     ValueError
         "all elements of input should be between 0 and 1" (an input outside [0, 1] or nan),
         "all elements of target should be between 0 and 1", target's shape differs from the
@@ -174,7 +196,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     Raises
     ------
     TypeError
-        input is not a float array, or target, weight or pos_weight is not real numeric.
+        input is not a float array, target, weight or pos_weight is not real numeric, or a
+        torch tensor requires grad.
     ValueError
         "all elements of target should be between 0 and 1", shapes that differ or do not
         broadcast, an unknown reduction, n_threads outside [1, 1024], a wrong out.
@@ -236,7 +259,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         ignore_index (raised after the kernel; the inputs are untouched).
     TypeError
         input is not a float array, target is neither integer nor float, weight is not real
-        numeric, label_smoothing or ignore_index of the wrong type.
+        numeric, label_smoothing or ignore_index of the wrong type, a torch tensor requires
+        grad.
     ValueError
         input without a class axis, target or weight shapes that do not match the input,
         label_smoothing outside [0, 1], ignore_index >= 0 with probability targets, an unknown
@@ -269,12 +293,20 @@ def _softmax(input, target, weight, ignore_index, reduction, label_smoothing, n_
              focal_gamma=None):
     """cross_entropy, or the softmax focal loss when focal_gamma is given (gamma = 0 is
     cross-entropy, and computed as such)."""
+    if weight is None and out is None:
+        small = _kernels.softmax_small(input, target, ignore_index, label_smoothing, reduction,
+                                       n_threads, bool(focal_gamma), focal_gamma or 0.0)
+        if small is not None:  # taken by the typed boundary; else validated below
+            total, denominator, bad, values = small
+            _check_indices(bad, target)
+            return values if values is not None else \
+                _result(reduction, total, denominator, None, None, None, input.dtype)
     _validate.check_reduction(reduction)
+    _validate.check_out_overlap(out, [("input", input), ("target", target), ("weight", weight)])
     x, result_dtype, input_shape, loss_shape, t, target_type, w, ignore, eps = \
         _softmax_operands(input, target, weight, ignore_index, label_smoothing,
                           focal_gamma is not None)
-    out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype,
-                                  [("input", x), ("target", t), ("weight", w)])
+    out_arr = _validate.out_array(out, reduction, loss_shape, result_dtype)
     values = _values(reduction, out_arr, loss_shape, x.dtype)
     total, denominator = _softmax_totals((x, t, target_type, w, ignore, eps), values, n_threads,
                                          focal_gamma)

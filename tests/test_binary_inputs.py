@@ -374,3 +374,51 @@ def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
                  lambda: fastloss.cross_entropy(spatial, pixels, np.ones(10)),
                  lambda: fastloss.softmax_focal_loss(rows, classes, gamma=1.5)):
         assert _peak_allocation(call) < budget
+
+
+def _overlap_cases():
+    """(call, the arrays the user passed, the argument out overlaps): out shares memory with an
+    argument that fastloss would otherwise convert (a copy), so the kernel would not see it."""
+    rng = np.random.default_rng(12)
+    cases = []
+    x16 = rng.standard_normal(64).astype(np.float16)  # computed on a float32 copy
+    cases.append((lambda: bcel(x16, np.zeros(64, np.float16), reduction="none", out=x16),
+                  [x16], "input"))
+    xbe = rng.standard_normal(64).astype(">f4")  # byte-swapped: a native copy
+    out_le = xbe.view("<f4")
+    cases.append((lambda: bcel(xbe, np.zeros(64, ">f4"), reduction="none", out=out_le), [xbe],
+                  "input"))
+    buf = rng.standard_normal(40 * 6).astype(np.float32)
+    z = buf.reshape(40, 6)[:, ::2]  # a non-contiguous softmax input: a contiguous copy
+    cases.append((lambda: fastloss.cross_entropy(z, np.zeros(40, np.int64), reduction="none",
+                                                 out=buf[:40]), [buf], "input"))
+    x32 = rng.standard_normal(64).astype(np.float32)
+    y16 = np.zeros(64, np.float32)
+    cases.append((lambda: bcel(x32, y16.view(np.float16)[::2], reduction="none", out=y16),
+                  [y16], "target"))
+    w = np.ones(64, np.float64)  # converted to float32
+    cases.append((lambda: bcel(x32, np.zeros(64, np.float32), w, reduction="none",
+                               out=w.view(np.float32)[:64]), [w], "weight"))
+    pw = np.ones(64, np.float32)
+    cases.append((lambda: bcel(x32[::-1].astype(np.float16), np.zeros(64, np.float16),
+                               pos_weight=pw.view(np.float16)[:64], reduction="none",
+                               out=pw.view(np.float16)[:64]), [pw], "pos_weight"))
+    xt = torch.from_numpy(rng.standard_normal(64).astype(np.float16))
+    cases.append((lambda: bcel(xt, torch.zeros(64, dtype=torch.float16), reduction="none",
+                               out=xt), [xt.numpy()], "input"))
+    zt = torch.from_numpy(buf.reshape(40, 6).copy())
+    cases.append((lambda: fastloss.softmax_focal_loss(
+        zt[:, ::2], torch.zeros(40, dtype=torch.int64), reduction="none", out=zt.view(-1)[:40]),
+        [zt.numpy()], "input"))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_out_overlapping_any_argument_is_refused_before_any_work(case):
+    call, arrays, name = _overlap_cases()[case]
+    before = [a.copy() for a in arrays]
+    with pytest.raises(ValueError, match=f"out shares memory with {name}; pass a separate "
+                                         "buffer"):
+        call()
+    for a, b in zip(arrays, before):
+        np.testing.assert_array_equal(a, b)  # untouched

@@ -38,7 +38,33 @@ def test_default_threads_follow_size_and_limits():
     assert _validate.thread_count(None, 10**8) == cpus
     with threadpool_limits(limits=1, user_api="openmp"):
         assert _validate.thread_count(None, 10**8) == 1
-    assert _validate.thread_count(3, 10) == 3  # an explicit count is used as given
+    # n_threads is an upper bound: never more than one thread per 32k elements
+    per = _kernels.MIN_ELEMENTS_PER_THREAD
+    assert _validate.thread_count(3, 10) == 1
+    assert _validate.thread_count(2, 10**4) == 1
+    assert _validate.thread_count(3, 2 * per) == 2
+    assert _validate.thread_count(3, 10**8) == 3
+    assert _validate.thread_count(7, 7 * per - 1) == 6
+
+
+def test_explicit_threads_are_capped_by_work(simd_path):
+    """A small call with n_threads=2 runs one thread, and every capped count gives the same bits
+    (the block partition, not the thread count, fixes the sums)."""
+    rng = np.random.default_rng(8)
+    for n in (1, 4095, 4097, 10**4, 70_000):
+        x = rng.standard_normal(n).astype(np.float32)
+        y = rng.random(n).astype(np.float32)
+        z = x[: n - n % 10].reshape(-1, 10)
+        t = rng.integers(0, 10, len(z))
+        want = ref.bce_with_logits(x, y).sum()
+        got = {k: fastloss.binary_cross_entropy_with_logits(x, y, reduction="sum", n_threads=k)
+               for k in (1, 2, 64, 1024)}
+        assert len({g.tobytes() for g in got.values()}) == 1
+        assert got[1] == pytest.approx(want, rel=1e-6)
+        if len(z):
+            ce = {k: fastloss.cross_entropy(z, t, reduction="sum", n_threads=k).tobytes()
+                  for k in (1, 2, 1024)}
+            assert len(set(ce.values())) == 1
 
 
 def test_omp_num_threads_is_respected():
@@ -108,16 +134,60 @@ def test_forked_child_does_not_hang():
     assert queue.get(timeout=5) == pytest.approx(want, rel=1e-12)
 
 
-def test_forked_child_keeps_threads_if_the_parent_never_used_them():
+def test_every_forked_child_runs_serially():
+    """Another library may have used the shared OpenMP pool without fastloss knowing: a forked
+    child runs serially even if fastloss itself never ran threads."""
     code = ("import os, fastloss\n"
-            "from fastloss import _kernels\n"
-            "parent = _kernels.max_threads()\n"
+            "from fastloss import _kernels, _validate\n"
             "pid = os.fork()\n"
             "if pid == 0:\n"
-            "    os._exit(0 if _kernels.max_threads() == parent else 1)\n"
+            "    os._exit(0 if _kernels.max_threads() == 1 == _validate.thread_count(None, 10**9)"
+            " else 1)\n"
             "print(os.waitpid(pid, 0)[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "0"
+
+
+TORCH_THEN_FORK = """
+import multiprocessing, os, sys
+import numpy as np
+import torch
+import fastloss
+torch.set_num_threads(2)
+torch.ones(10**7).exp().sum()  # torch's parallel region, in the libgomp fastloss also uses
+x = np.linspace(-5, 5, 10**6, dtype=np.float32)
+y = (x > 0.5).astype(np.float32)
+want = torch.nn.functional.binary_cross_entropy_with_logits(
+    torch.from_numpy(x).double(), torch.from_numpy(y).double(), reduction="sum").item()
+
+
+def loss(n_threads):
+    return float(fastloss.binary_cross_entropy_with_logits(x, y, reduction="sum",
+                                                           n_threads=n_threads))
+
+
+if sys.argv[1] == "fork":
+    pid = os.fork()
+    if pid == 0:
+        ok = all(abs(loss(k) - want) <= 1e-6 * want for k in (2, None))
+        os._exit(0 if ok else 3)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+else:
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(loss, [2, None, 2, None])
+    print(0 if all(abs(g - want) <= 1e-6 * want for g in got) else 3)
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "pool"])
+def test_forked_child_does_not_hang_after_torch_used_threads(how):
+    try:
+        out = subprocess.run([sys.executable, "-c", TORCH_THEN_FORK, how], capture_output=True,
+                             text=True, timeout=120, cwd=os.path.dirname(__file__))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung")
+    assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "0"
 
 
