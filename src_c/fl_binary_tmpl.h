@@ -13,19 +13,20 @@
  *     softplus(x) = max(x, 0) + L,   softplus(-x) = max(-x, 0) + L,
  * so the loss is (pw*y + 1-y)*L + c*|x|, where c is the coefficient of the softplus whose max
  * term is |x|: 1-y for x > 0, pw*y otherwise. Nothing overflows, and a zero c times an infinite
- * |x| gives 0 (x = +inf, y = 1 is a perfect prediction, loss 0), not torch's nan. */
-FL_INLINE FL_T FL_S(fl_bce_logits)(FL_T x, FL_T y, FL_T pw) {
+ * |x| gives 0 (x = +inf, y = 1 is a perfect prediction, loss 0), not torch's nan. Without a
+ * pos_weight (has_pw a constant 0) the coefficient of L is exactly 1. */
+FL_INLINE FL_T FL_S(fl_bce_logits)(FL_T x, FL_T y, FL_T pw, const int has_pw) {
     FL_T abs_x = x < 0 ? -x : x;
     FL_T L = FL_S(fl_log1p_unit)(FL_S(fl_exp_nonpos)(-abs_x));
-    FL_T c_pos = pw * y, c_neg = 1 - y;
-    return (c_pos + c_neg) * L + FL_S(fl_coef_inf)(x > 0 ? c_neg : c_pos, abs_x);
+    FL_T c_pos = has_pw ? pw * y : y, c_neg = 1 - y;
+    return (has_pw ? c_pos + c_neg : 1) * L + FL_S(fl_coef_inf)(x > 0 ? c_neg : c_pos, abs_x);
 }
 
 /* Binary cross-entropy on a probability p in [0, 1], exactly torch's:
  *     (y-1)*max(log1p(-p), -100) - y*max(log(p), -100).
  * The clamps make 0*log(0) contribute 0 and bound one element's loss by 100. */
 FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
-    FL_T log_p = FL_S(fl_log)(p);
+    FL_T log_p = FL_S(fl_log_unit)(p);
     FL_T log_q = FL_S(fl_log1p_neg)(p);
     log_p = log_p < -100 ? -100 : log_p;
     log_q = log_q < -100 ? -100 : log_q;
@@ -60,7 +61,8 @@ FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha
         if (c_big == 0) log_q -= abs_x;
         factor = FL_S(fl_exp_nonpos)(gamma * log_q);
     }
-    return (alpha_pos * y + alpha_neg * (1 - y)) * FL_S(fl_coef)(factor, ce);
+    /* alpha_t = 0 (alpha = 1, y = 0) times an infinite loss is 0, the limit */
+    return FL_S(fl_coef)(alpha_pos * y + alpha_neg * (1 - y), FL_S(fl_coef)(factor, ce));
 }
 
 /* ---- Reading one block of each operand as a contiguous array of FL_T. ---- */
@@ -146,7 +148,7 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
             x_sum += xk;
             l = FL_S(fl_bce)(xk, yk);
         } else if (loss == FL_LOSS_BCE_LOGITS) {
-            l = FL_S(fl_bce_logits)(xk, yk, has_pw ? pw[k] : (FL_T)1);
+            l = FL_S(fl_bce_logits)(xk, yk, has_pw ? pw[k] : (FL_T)1, has_pw);
         } else {
             l = FL_S(fl_sigmoid_focal)(xk, yk, f.alpha_pos, f.alpha_neg, f.gamma,
                                        general_gamma ? -1 : f.int_gamma);

@@ -51,25 +51,27 @@ FL_INLINE double fl_coef_inf_f64(double c, double v) { return c * (c == 0.0 ? 0.
 
 /* exp(a) for a <= 0 (and a = -inf).
  * a = n*ln2 + r with n = round(a/ln2), |r| <= ln2/2 (Cody-Waite: ln2 split into a part with few
- * mantissa bits, so n*LN2_HI is exact, and a correction); exp(r) = 1 + r + r^2*P5(r) (fit error
- * 1.4e-9); 2^n built in the exponent bits. Where the result would be subnormal (a < -87.3) the
- * exponent field clamps to 0 and the result is 0 (absolute error < 1.2e-38); clamping a at -104
- * first keeps n in range for every a, -inf included. nan propagates. */
+ * mantissa bits, so n*LN2_HI is exact, and a correction); exp(r) = 1 + r*Q5(r) (relative fit
+ * error of Q5 1.1e-8, so 4e-9 for exp(r)); 2^n built in the exponent bits. Adding SHIFT =
+ * 1.5*2^23 + 127 to a/ln2 rounds it to an integer and leaves n + 127 in the low mantissa bits,
+ * so shifting those bits left by 23 gives the bits of 2^n (the high bits shift out) without a
+ * conversion to int. a is clamped at -88 so that n + 127 >= 0; where the result would be
+ * subnormal (a < -87.34) it is 0 or tiny (absolute error < 1.2e-38), -inf included. nan
+ * propagates. */
 FL_INLINE float fl_exp_nonpos_f32(float a) {
     const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
-    const float ROUND = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    a = a < -104.0f ? -104.0f : a;
-    float n = (a * LOG2E + ROUND) - ROUND;
+    const float SHIFT = 12583039.0f; /* 1.5 * 2^23 + 127 */
+    a = a < -88.0f ? -88.0f : a;
+    float k = a * LOG2E + SHIFT;
+    float n = k - SHIFT;
     float r = (a - n * LN2_HI) - n * LN2_LO;
-    float p = 1.989098091e-04f;
-    p = p * r + 1.393364160e-03f;
-    p = p * r + 8.333310485e-03f;
-    p = p * r + 4.166646674e-02f;
-    p = p * r + 1.666666716e-01f;
-    p = p * r + 5.000000000e-01f;
-    p = (p * r) * r + r + 1.0f;
-    int32_t biased = (int32_t)n + 127;
-    return p * fl_as_float((biased > 0 ? biased : 0) << 23);
+    float q = 1.393364160e-03f;
+    q = q * r + 8.369148709e-03f;
+    q = q * r + 4.166646674e-02f;
+    q = q * r + 1.666650474e-01f;
+    q = q * r + 5.000000000e-01f;
+    q = q * r + 1.0f;
+    return (q * r + 1.0f) * fl_as_float(fl_as_int(k) << 23);
 }
 FL_INLINE double fl_exp_nonpos_f64(double a) { return exp(a); }
 
@@ -89,11 +91,13 @@ FL_INLINE float fl_log1p_unit_f32(float t) {
 }
 FL_INLINE double fl_log1p_unit_f64(double t) { return log1p(t); }
 
-/* log(v) for v >= 0 (0 -> -inf, +inf -> +inf, nan and v < 0 -> nan).
+/* log(v) for v in (0, 1] and subnormal v, without special values: the core of fl_log_f32, and
+ * all that BCE on probabilities needs (its -100 clamp covers v = 0, for which this gives about
+ * -104, and the loss of an input outside [0, 1] is never returned: it raises).
  * v = 2^e * m with m in [sqrt(1/2), sqrt(2)), so f = m - 1 is exact and small, and
  * log(v) = e*ln2 + log1p(f) with log1p(f) = f*P9(f) (relative fit error 5.5e-9). Subnormal v are
  * scaled by 2^23 first, since their exponent field does not hold e. */
-FL_INLINE float fl_log_f32(float v) {
+FL_INLINE float fl_log_unit_f32(float v) {
     const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
     const int32_t SQRT_HALF_BITS = 0x3f3504f3; /* sqrt(1/2) */
     float vs = v < 0x1p-126f ? v * 0x1p23f : v;
@@ -113,12 +117,18 @@ FL_INLINE float fl_log_f32(float v) {
     p = p * f + 3.333334625e-01f;
     p = p * f - 4.999998808e-01f;
     p = p * f + 1.0f;
-    float r = ef * LN2_HI + (f * p + ef * LN2_LO);
+    return ef * LN2_HI + (f * p + ef * LN2_LO);
+}
+
+/* log(v) for v >= 0 (0 -> -inf, +inf -> +inf, nan and v < 0 -> nan), and any finite v > 0. */
+FL_INLINE float fl_log_f32(float v) {
+    float r = fl_log_unit_f32(v);
     r = v == 0.0f ? -INFINITY : r;
     r = v == INFINITY ? INFINITY : r;
     return v < 0.0f ? NAN : (v != v ? v : r);
 }
 FL_INLINE double fl_log_f64(double v) { return log(v); }
+FL_INLINE double fl_log_unit_f64(double v) { return log(v); }
 
 /* A cheap log2(v) for normal positive v, to guess histogram bins (fl_stats.h): the exponent
  * plus log2(m) = t*P6(t) for the mantissa m = 1 + t in [1, 2) (least-squares fit, error 4.5e-6).
@@ -138,13 +148,16 @@ FL_INLINE float fl_log2_coarse_f32(float v) {
     return e + t * p;
 }
 
-/* log1p(-p) for p in [0, 1] (p = 1 -> -inf). s = 1 - p is exact for p >= 1/2 (Sterbenz); below,
- * d = (1 - s) - p is exactly the rounding error of s, and log(1 - p) = log(s + d) ~ log(s) + d/s,
- * an error of (d/s)^2/2 < 2^-50. For p >= 1/2, d = 0 and s may be 0, hence the max in the divisor. */
+/* log1p(-p) for p in [0, 1], for BCE on probabilities (so, like fl_log_unit_f32, about -104
+ * for p = 1, which the loss clamps at -100). s = 1 - p is exact for p >= 1/2 (Sterbenz); below,
+ * d = (1 - s) - p is exactly the rounding error of s, and log(1 - p) = log(s + d) = log(s) +
+ * d/s + O((d/s)^2). d/s is replaced by d: that changes the result by d*(1 - s)/s, and since
+ * |log(1 - p)| >= p ~ 1 - s, by at most |d|/s <= 2^-25/(1/2) = 6e-8 of the result, where the
+ * division would cost more than the whole log. */
 FL_INLINE float fl_log1p_neg_f32(float p) {
     float s = 1.0f - p;
     float d = (1.0f - s) - p;
-    return fl_log_f32(s) + d / (s > 0.5f ? s : 0.5f);
+    return fl_log_unit_f32(s) + d;
 }
 FL_INLINE double fl_log1p_neg_f64(double p) { return log1p(-p); }
 

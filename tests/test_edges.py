@@ -231,3 +231,13 @@ def test_confident_rows_keep_their_relative_accuracy(simd_path, dtype, rtol):
             ok = (err <= rtol * np.abs(ref)) | (np.abs(ref) < tiny)
             assert ok.all(), (name, classes, [(m, g, r) for m, g, r, k in
                                               zip(margins, got, ref, ok) if not k])
+
+
+def test_sigmoid_focal_zero_alpha_t_times_an_infinite_loss_is_zero(simd_path):
+    # alpha = 1 gives negatives (y = 0) the weight 0; x = +inf is then 0 * inf: the limit is 0
+    for dtype in (np.float32, np.float64):
+        x = np.array([np.inf, -np.inf, np.inf, np.nan], dtype)
+        y = np.array([0, 1, 1, 0], dtype)
+        got = fastloss.sigmoid_focal_loss(x, y, alpha=1.0, reduction="none")
+        np.testing.assert_array_equal(got[:3], [0, np.inf, 0])
+        assert np.isnan(got[3])
