@@ -66,7 +66,6 @@ extensions = [
         "fastloss._kernels",
         sources=SOURCES,
         include_dirs=["src_c", np.get_include()],
-        libraries=["m"],  # the double kernels call libm's exp, log and log1p
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]
