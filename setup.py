@@ -68,7 +68,6 @@ extensions = [
         sources=SOURCES,
         include_dirs=["src_c", np.get_include()],
         depends=sorted(glob.glob("src_c/*.h")),  # rebuild when a kernel header changes
-        libraries=["m"],  # the double kernels call libm's exp, log and log1p
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]

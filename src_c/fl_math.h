@@ -2,7 +2,7 @@
  *
  * Every function here is static inline and branch-free (selects only), so that GCC vectorizes the
  * loops that call them without fast-math options (it needs -fno-trapping-math to turn the selects
- * into blends). float uses our own polynomials; double calls libm, which is accurate to ~1 ulp.
+ * into blends). float uses our own polynomials; double longer ones, within 2 ulp (no libm call).
  *
  * The polynomial coefficients come from tools/fit_polynomials.py (Chebyshev interpolation, which
  * is within a small factor of minimax); the bounds quoted are the fit errors, before the float32
@@ -73,7 +73,41 @@ FL_INLINE float fl_exp_nonpos_f32(float a) {
     q = q * r + 1.0f;
     return (q * r + 1.0f) * fl_as_float(fl_as_int(k) << 23);
 }
-FL_INLINE double fl_exp_nonpos_f64(double a) { return exp(a); }
+
+FL_INLINE double fl_as_double(uint64_t i) { double f; memcpy(&f, &i, sizeof f); return f; }
+FL_INLINE uint64_t fl_as_bits(double f) { uint64_t i; memcpy(&i, &f, sizeof i); return i; }
+
+/* exp(a) for a <= 0 (and a = -inf), as fl_exp_nonpos_f32 with exp(r) = 1 + r + r^2*P9(r) (the
+ * fit's error in exp(r) is 1.3e-17 relative). The integer ops stay on 64-bit lanes, where AVX2
+ * has shifts but no conversion from double: n is read from the low bits of a*LOG2E + 1.5*2^52.
+ * 2^n is applied as 2^(n+64) * 2^-64: the first factor is normal for every n >= -1086, so
+ * subnormal results underflow gradually (within one unit of 2^-1074, as libm) instead of
+ * flushing to 0. Clamping a at -746 (exp(-746) < 2^-1075 rounds to 0) keeps n >= -1077 for
+ * every a, -inf included; nan propagates through p. Measured: within 1.01 ulp of mpmath. */
+FL_INLINE double fl_exp_nonpos_f64(double a) {
+    const double LOG2E = 1.4426950408889634;
+    const double LN2_HI = 6.93147180369123816490e-01; /* 32 bits: n*LN2_HI is exact */
+    const double LN2_LO = 1.90821492927058770002e-10;
+    const double ROUND = 0x1.8p52; /* adding it rounds to an integer, kept in the low bits */
+    a = a < -746.0 ? -746.0 : a;
+    double shifted = a * LOG2E + ROUND;
+    double n = shifted - ROUND;
+    double r = (a - n * LN2_HI) - n * LN2_LO;
+    double p = 2.5100375832561234e-08;
+    p = p * r + 2.7620075879983367e-07;
+    p = p * r + 2.7557268480310024e-06;
+    p = p * r + 2.4801521322368692e-05;
+    p = p * r + 1.9841269863040545e-04;
+    p = p * r + 1.3888888917196719e-03;
+    p = p * r + 8.333333333330065e-03;
+    p = p * r + 4.1666666666624164e-02;
+    p = p * r + 1.6666666666666669e-01;
+    p = p * r + 5.000000000000001e-01;
+    p = (p * r) * r + r + 1.0;
+    /* n + 64 + 1023 in the exponent field; unsigned, so that nan's junk bits wrap, not overflow */
+    uint64_t scale = (fl_as_bits(shifted) - fl_as_bits(ROUND) + 1087) << 52;
+    return p * fl_as_double(scale) * 0x1p-64;
+}
 
 /* log1p(t) for t in [0, 1] as t*P9(t), P9 a fit of log1p(t)/t (relative fit error 5.3e-9). */
 FL_INLINE float fl_log1p_unit_f32(float t) {
@@ -89,7 +123,43 @@ FL_INLINE float fl_log1p_unit_f32(float t) {
     p = p * t + 1.0f;
     return t * p;
 }
-FL_INLINE double fl_log1p_unit_f64(double t) { return log1p(t); }
+
+/* e*ln2 + log1p(f) for f in [sqrt(1/2) - 1, 1/2], the core of the double logarithms.
+ * With s = f/(2+f) in [-0.172, 0.2], log1p(f) = 2*atanh(s) = 2s + s*z*Q(z), z = s^2, Q a
+ * degree-7 fit (its error in log1p(f) is 1.1e-18 relative). As 2s = f - s*f = f - hfsq + s*hfsq
+ * with hfsq = f^2/2, log1p(f) = f - (hfsq - s*(hfsq + z*Q)): the exact f comes first and the
+ * rounding of s (its division) only reaches a term of size f^3/4. e*LN2_HI is exact. */
+FL_INLINE double fl_log_reduced_f64(double e, double f) {
+    const double LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
+    double s = f / (2.0 + f), z = s * s, hfsq = 0.5 * f * f;
+    double q = 1.3609030262858499e-01;
+    q = q * z + 1.3209708242059462e-01;
+    q = q * z + 1.5388867805613718e-01;
+    q = q * z + 1.8181737626302938e-01;
+    q = q * z + 2.2222223048351590e-01;
+    q = q * z + 2.8571428567275936e-01;
+    q = q * z + 4.0000000000007940e-01;
+    q = q * z + 6.6666666666666660e-01;
+    return e * LN2_HI + (f - (hfsq - (s * (hfsq + z * q) + e * LN2_LO)));
+}
+
+/* log1p(t) for t in [0, 1]: log1p(t) = log1p(f) with f = t below 1/2, and ln2 + log1p(f) with
+ * f = (t - 1)/2 in [-1/4, 0] from 1/2 on, both exact (Sterbenz): no rounded 1 + t, so tiny t
+ * keep their relative accuracy without a correction term. */
+FL_INLINE double fl_log1p_unit_f64(double t) {
+    return fl_log_reduced_f64(t < 0.5 ? 0.0 : 1.0, t < 0.5 ? t : 0.5 * t - 0.5);
+}
+
+/* For positive normal v: f = m - 1 (exact) with v = 2^e * m, m in [sqrt(1/2), sqrt(2)), and e.
+ * As in fl_log_f32, but biased by 1023 << 52 so that the bits stay non-negative and a logical
+ * shift extracts e (AVX2 has no arithmetic shift of 64-bit lanes); e is converted to double by
+ * placing it in the mantissa of 2^52 (nor has AVX2 an int64 to double conversion). */
+FL_INLINE double fl_log_split_f64(double v, double *e) {
+    const uint64_t SQRT_HALF_BITS = 0x3fe6a09e667f3bcdu; /* sqrt(1/2) */
+    uint64_t bits = fl_as_bits(v) - SQRT_HALF_BITS + ((uint64_t)1023 << 52);
+    *e = fl_as_double((bits >> 52) | 0x4330000000000000u) - (0x1p52 + 1023.0);
+    return fl_as_double((bits & 0x000fffffffffffffu) + SQRT_HALF_BITS) - 1.0;
+}
 
 /* log(v) for v in (0, 1] and subnormal v, without special values: the core of fl_log_f32, and
  * all that BCE on probabilities needs (its -100 clamp covers v = 0, for which this gives about
@@ -127,8 +197,22 @@ FL_INLINE float fl_log_f32(float v) {
     r = v == INFINITY ? INFINITY : r;
     return v < 0.0f ? NAN : (v != v ? v : r);
 }
-FL_INLINE double fl_log_f64(double v) { return log(v); }
-FL_INLINE double fl_log_unit_f64(double v) { return log(v); }
+
+/* log(v) for v in (0, 1] and subnormal v, without special values (see fl_log_unit_f32; v = 0
+ * gives about -746); subnormal v are scaled by 2^54 first, as in fl_log_unit_f32. */
+FL_INLINE double fl_log_unit_f64(double v) {
+    int subnormal = v < 0x1p-1022;
+    double e, f = fl_log_split_f64(subnormal ? v * 0x1p54 : v, &e);
+    return fl_log_reduced_f64(e - (subnormal ? 54.0 : 0.0), f);
+}
+
+/* log(v) for v >= 0 (0 -> -inf, +inf -> +inf, nan and v < 0 -> nan), and any finite v > 0. */
+FL_INLINE double fl_log_f64(double v) {
+    double r = fl_log_unit_f64(v);
+    r = v == 0.0 ? -INFINITY : r;
+    r = v == INFINITY ? INFINITY : r;
+    return v < 0.0 ? NAN : (v != v ? v : r);
+}
 
 /* A cheap log2(v) for normal positive v, to guess histogram bins (fl_stats.h): the exponent
  * plus log2(m) = t*P6(t) for the mantissa m = 1 + t in [1, 2) (least-squares fit, error 4.5e-6).
@@ -159,6 +243,18 @@ FL_INLINE float fl_log1p_neg_f32(float p) {
     float d = (1.0f - s) - p;
     return fl_log_unit_f32(s) + d;
 }
-FL_INLINE double fl_log1p_neg_f64(double p) { return log1p(-p); }
+
+/* log1p(-p) for p in [0, 1] (p = 1 -> -inf, p > 1 and nan -> nan), with an exact f throughout:
+ * f = -p while 1 - p >= sqrt(1/2); then f = 2(1 - p) - 1 = 1 - 2p and e = -1 up to p = 1/2
+ * (Sterbenz); from there on 1 - p is exact (Sterbenz) and split as in fl_log_f64 (it is 0 or
+ * at least 2^-53, never subnormal). */
+FL_INLINE double fl_log1p_neg_f64(double p) {
+    const double ONE_MINUS_SQRT_HALF = 0.29289321881345248;
+    double u = 1.0 - p, e_u, f_u = fl_log_split_f64(u, &e_u);
+    double e = p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? 0.0 : -1.0) : e_u;
+    double f = p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? -p : 1.0 - 2.0 * p) : f_u;
+    double r = fl_log_reduced_f64(e, f);
+    return u > 0.0 ? r : (u == 0.0 ? -INFINITY : NAN);
+}
 
 #endif /* FL_MATH_H */
