@@ -508,19 +508,19 @@ def run_binary(data, name):
     check_threads(function, args, kwargs, result, kwargs["out"])
 
 
-@fuzz_settings(700)
+@fuzz_settings(500)
 @given(st.data())
 def fuzz_binary_cross_entropy(data):
     run_binary(data, "binary_cross_entropy")
 
 
-@fuzz_settings(700)
+@fuzz_settings(500)
 @given(st.data())
 def fuzz_binary_cross_entropy_with_logits(data):
     run_binary(data, "binary_cross_entropy_with_logits")
 
 
-@fuzz_settings(500)
+@fuzz_settings(350)
 @given(st.data())
 def fuzz_sigmoid_focal_loss(data):
     run_binary(data, "sigmoid_focal_loss")
