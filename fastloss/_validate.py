@@ -231,7 +231,7 @@ def class_input(obj):
         loss_shape = (x.shape[0],) + x.shape[2:]
     if c == 0 and n * s:
         raise ValueError(f"input of shape {x.shape} has no classes")
-    if c > MAX_CLASSES:  # the kernels hold a class index in a C int
+    if c > MAX_CLASSES and n * s:  # the kernels hold a class index in a C int
         raise ValueError(f"input of shape {x.shape} has {c} classes; at most {MAX_CLASSES} "
                          "are supported")
     return np.require(x, requirements="CA").reshape(n, c, s), result_dtype, x.shape, loss_shape

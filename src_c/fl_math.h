@@ -170,7 +170,7 @@ FL_INLINE double fl_log_split_f64(double v, double *e) {
 FL_INLINE float fl_log_unit_f32(float v) {
     const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
     const int32_t SQRT_HALF_BITS = 0x3f3504f3; /* sqrt(1/2) */
-    float vs = v < 0x1p-126f ? v * 0x1p23f : v;
+    float vs = v < 0x1p-126f ? v * 0x1p23f + 0.0f : v; /* + 0: -0 becomes +0, not a sign bit */
     /* subtracting the bits of sqrt(1/2) puts the mantissas of [sqrt(1/2), sqrt(2)) in one binade */
     int32_t bits = fl_as_int(vs) - SQRT_HALF_BITS;
     int32_t e = bits >> 23;
@@ -202,7 +202,7 @@ FL_INLINE float fl_log_f32(float v) {
  * gives about -746); subnormal v are scaled by 2^54 first, as in fl_log_unit_f32. */
 FL_INLINE double fl_log_unit_f64(double v) {
     int subnormal = v < 0x1p-1022;
-    double e, f = fl_log_split_f64(subnormal ? v * 0x1p54 : v, &e);
+    double e, f = fl_log_split_f64(subnormal ? v * 0x1p54 + 0.0 : v, &e); /* -0 -> +0 */
     return fl_log_reduced_f64(e - (subnormal ? 54.0 : 0.0), f);
 }
 

@@ -177,7 +177,7 @@ def test_sigmoid_focal_tiny_gamma_is_gamma_zero_in_float32(simd_path):
 # ---- class counts ----
 
 def test_more_classes_than_an_int_holds_are_refused_before_any_copy():
-    z = np.broadcast_to(np.float32(0), (1, 2**31))  # no memory behind it
+    z = np.broadcast_to(np.float32(0), (1, 2**31))  # no memory behind it (one row: work)
     with pytest.raises(ValueError, match="2147483648 classes; at most 2147483647"):
         fastloss.cross_entropy(z, np.array([0]))
     with pytest.raises(ValueError, match="classes; at most"):
@@ -241,3 +241,14 @@ def test_sigmoid_focal_zero_alpha_t_times_an_infinite_loss_is_zero(simd_path):
         got = fastloss.sigmoid_focal_loss(x, y, alpha=1.0, reduction="none")
         np.testing.assert_array_equal(got[:3], [0, np.inf, 0])
         assert np.isnan(got[3])
+
+
+def test_bce_of_a_negative_zero_probability(simd_path):
+    # -0.0 is a probability of 0 (loss 100, torch's clamp), not a number with a sign bit set
+    for dtype in (np.float16, np.float32, np.float64):
+        p = np.array([-0.0, 0.0, 1.0, 1.0], dtype)
+        y = np.array([1, 1, 0, 1], dtype)
+        want = torch.nn.functional.binary_cross_entropy(
+            torch.tensor(p.astype(np.float64)), torch.tensor(y.astype(np.float64)),
+            reduction="none").numpy()
+        np.testing.assert_array_equal(fastloss.binary_cross_entropy(p, y, reduction="none"), want)
