@@ -87,20 +87,27 @@ FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, 
 
 /* Per-lane statistics of a (C, lanes) tile: element (c, l) at z[c*cs + l] (y likewise, for
  * probability targets). Vectorized across lanes; m, se, rest, half_dist and a_sum receive one
- * value per lane. */
+ * value per lane, and for index targets (t, each lane's class or -1) z_t and w_t the target's
+ * logit and weight (0 for -1), picked up in the pass over the classes instead of gathered. */
 FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restrict y,
-                                      ptrdiff_t cs, ptrdiff_t C, ptrdiff_t lanes,
-                                      const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
-                                      FL_T *restrict m, FL_T *restrict se, FL_T *restrict rest,
-                                      FL_T *restrict half_dist, FL_T *restrict a_sum,
-                                      const int kind) {
+                                      const int *restrict t, ptrdiff_t cs, ptrdiff_t C,
+                                      ptrdiff_t lanes, const FL_T *restrict w, FL_T keep,
+                                      FL_T eps_over_c, FL_T *restrict m, FL_T *restrict se,
+                                      FL_T *restrict rest, FL_T *restrict half_dist,
+                                      FL_T *restrict a_sum, FL_T *restrict z_t,
+                                      FL_T *restrict w_t, const int kind) {
     for (ptrdiff_t l = 0; l < lanes; l++) m[l] = z[l];
     for (ptrdiff_t c = 1; c < C; c++) {
         const FL_T *zc = z + c * cs;
 #pragma omp simd
         for (ptrdiff_t l = 0; l < lanes; l++) m[l] = zc[l] > m[l] ? zc[l] : m[l];
     }
-    for (ptrdiff_t l = 0; l < lanes; l++) se[l] = rest[l] = half_dist[l] = a_sum[l] = 0;
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; l++) {
+        se[l] = rest[l] = 0;
+        if (kind != FL_CE_PLAIN) half_dist[l] = a_sum[l] = 0;
+        if (kind != FL_CE_PROBABILITIES) z_t[l] = w_t[l] = 0;
+    }
     for (ptrdiff_t c = 0; c < C; c++) {
         const FL_T *zc = z + c * cs;
         const FL_T *yc = kind == FL_CE_PROBABILITIES ? y + c * cs : NULL;
@@ -110,6 +117,10 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
             FL_T d = zc[l] - m[l];
             FL_CE_ACCUMULATE(kind, zc[l], yc[l], wc, m[l] * (FL_T)0.5, d, se[l], rest[l],
                              half_dist[l], a_sum[l]);
+            if (kind != FL_CE_PROBABILITIES) {
+                z_t[l] = t[l] == c ? zc[l] : z_t[l];
+                w_t[l] = t[l] == c ? wc : w_t[l];
+            }
         }
     }
 }
@@ -177,10 +188,25 @@ FL_INLINE void FL_S(fl_read_indices)(const fl_softmax_args *a, ptrdiff_t p, ptrd
 }
 
 /* Transpose rows [0, lanes) of a (lanes, C) row-major array into a (C, lanes) tile. */
+FL_INLINE void FL_S(fl_transpose_body)(const FL_T *restrict src, const ptrdiff_t C,
+                                       ptrdiff_t lanes, FL_T *restrict tile) {
+    for (ptrdiff_t c = 0; c < C; c++)
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; l++) tile[c * lanes + l] = src[l * C + c];
+}
+
+/* With C a constant in each case, the compiler turns the strided loads into whole-vector loads
+ * and permutations: the copy then costs a small fraction of the exponentials, where a runtime
+ * C left it scalar, a third of the time of (N, 10) cross-entropy. */
 FL_INLINE void FL_S(fl_transpose)(const FL_T *restrict src, ptrdiff_t C, ptrdiff_t lanes,
                                   FL_T *restrict tile) {
-    for (ptrdiff_t l = 0; l < lanes; l++)
-        for (ptrdiff_t c = 0; c < C; c++) tile[c * lanes + l] = src[l * C + c];
+    switch (C) {
+#define FL_CASE(K) case K: FL_S(fl_transpose_body)(src, K, lanes, tile); break;
+    FL_CASE(2) FL_CASE(3) FL_CASE(4) FL_CASE(5) FL_CASE(6) FL_CASE(7) FL_CASE(8) FL_CASE(9)
+    FL_CASE(10) FL_CASE(11) FL_CASE(12) FL_CASE(13) FL_CASE(14) FL_CASE(15)
+#undef FL_CASE
+    default: FL_S(fl_transpose_body)(src, C, lanes, tile);
+    }
 }
 
 static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
@@ -228,13 +254,18 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         /* element (class c, lane l) of this step is z[c*cs + l*ls] */
         ptrdiff_t cs = S, ls = 1;
 
-        if (!probabilities) {
+        if (!probabilities) { /* vectorized; the first bad index is searched only if any is */
             FL_S(fl_read_indices)(a, p, lanes, idx);
+            int any_bad = 0;
+#pragma omp simd reduction(| : any_bad)
             for (ptrdiff_t l = 0; l < lanes; l++) {
-                int in_range = idx[l] >= 0 && idx[l] < C;
-                if (!in_range && idx[l] != ignore && bad < 0) bad = p + l;
-                target[l] = in_range && idx[l] != ignore ? (int)idx[l] : -1;
+                long long v = idx[l];
+                int in_range = (v >= 0) & (v < C), ignored = v == ignore;
+                any_bad |= !in_range & !ignored;
+                target[l] = in_range & !ignored ? (int)v : -1;
             }
+            for (ptrdiff_t l = 0; any_bad && bad < 0 && l < lanes; l++)
+                if (!(idx[l] >= 0 && idx[l] < C) && idx[l] != ignore) bad = p + l;
         }
 
         /* the statistics, with kind a constant in each instantiated loop (focal as plain) */
@@ -249,8 +280,8 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,  \
                               &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], kind)
 #define FL_TILE(kind)                                                                  \
-    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest, half_dist, \
-                           a_sum, kind)
+    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, rest,   \
+                           half_dist, a_sum, z_t, w_t, kind)
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;
@@ -281,13 +312,19 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                 sum += losses[l];
             }
         } else {
-        /* gather each lane's target logit and weight */
-        for (ptrdiff_t l = 0; l < lanes; l++) {
-            int t = target[l];
-            z_t[l] = t >= 0 ? z[t * cs + l * ls] : 0;
-            w_t[l] = t >= 0 ? w[t] : 0;
-            weight_sum += w_t[l];
+        /* each lane's target logit and weight (the tiles picked them up already), and the sum
+         * of the weights, vectorized, in double */
+        if (S == 1 && !transpose) {
+            for (ptrdiff_t l = 0; l < lanes; l++) {
+                int t = target[l];
+                z_t[l] = t >= 0 ? z[t * cs + l * ls] : 0;
+                w_t[l] = t >= 0 ? w[t] : 0;
+            }
         }
+        double step_weight = 0;
+#pragma omp simd reduction(+ : step_weight)
+        for (ptrdiff_t l = 0; l < lanes; l++) step_weight += w_t[l];
+        weight_sum += step_weight;
 #define FL_LOSSES(kind)                                                                       \
     _Pragma("omp simd reduction(+ : sum)") for (ptrdiff_t l = 0; l < lanes; l++) {           \
         FL_T log_se = FL_S(fl_log_se)(se[l], rest[l]);                                        \
