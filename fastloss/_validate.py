@@ -293,7 +293,10 @@ def ignore_index(value):
 def _real(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float; got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} must be a finite float; got {value}") from None
 
 
 def focal_gamma(value):

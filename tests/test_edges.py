@@ -252,3 +252,11 @@ def test_bce_of_a_negative_zero_probability(simd_path):
             torch.tensor(p.astype(np.float64)), torch.tensor(y.astype(np.float64)),
             reduction="none").numpy()
         np.testing.assert_array_equal(fastloss.binary_cross_entropy(p, y, reduction="none"), want)
+
+
+def test_parameters_beyond_float_range_are_value_errors():
+    x = np.zeros(2)
+    with pytest.raises(ValueError, match="gamma must be a finite float"):
+        fastloss.sigmoid_focal_loss(x, x, gamma=10**400)
+    with pytest.raises(ValueError, match="label_smoothing must be a finite float"):
+        fastloss.cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64), label_smoothing=10**400)
