@@ -66,7 +66,7 @@ def test_readme_first_command_elsewhere(tmp_path):
 def _unbuilt_source_tree(tmp_path, with_setup_py):
     package = tmp_path / "fastloss"
     package.mkdir()
-    for source in (ROOT / "fastloss").glob("*.py"):
+    for source in pathlib.Path(fastloss.__file__).parent.glob("*.py"):  # the package tested
         shutil.copy(source, package)
     if with_setup_py:
         (tmp_path / "setup.py").write_text("")
