@@ -6,6 +6,7 @@ import glob
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from Cython.Build import cythonize
@@ -43,6 +44,22 @@ def _compiler_accepts(compiler, flag, link=False):
     return True
 
 
+def _compile_in_parallel(compiler, jobs):
+    """Make compiler.compile build its sources on `jobs` threads, each running one compiler.
+
+    setuptools' parallel option builds different extensions at once, but the sources of one
+    extension one after the other; ours is one extension of five large translation units.
+    """
+    serial = compiler.compile
+
+    def compile(sources, *args, **kwargs):
+        with ThreadPoolExecutor(jobs) as pool:
+            parts = pool.map(lambda source: serial([source], *args, **kwargs), sources)
+            return [obj for objects in parts for obj in objects]
+
+    compiler.compile = compile
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         compile_flags, link_flags = list(KERNEL_FLAGS), []
@@ -59,6 +76,11 @@ class BuildExt(build_ext):
             ext.extra_link_args = link_flags
             # recorded for fastloss.show_config(); a list of arguments, so no shell quoting
             ext.define_macros.append(("FL_COMPILE_FLAGS", '"%s"' % " ".join(compile_flags)))
+        # -j N wins; otherwise one compiler per CPU this process may use.
+        jobs = self.parallel or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                 else os.cpu_count() or 1)
+        if jobs > 1:
+            _compile_in_parallel(self.compiler, jobs)
         super().build_extensions()
 
 

@@ -26,10 +26,31 @@ def _import_kernels():
         _os.environ["GOMP_SPINCOUNT"] = "10000"
     try:
         from . import _kernels
+    except ImportError:
+        _explain_source_tree()
+        raise
     finally:
         if ours:
             del _os.environ["GOMP_SPINCOUNT"]
     return _kernels
+
+
+def _explain_source_tree():
+    """Say so when this is an unbuilt checkout shadowing the installed package.
+
+    `python -m fastloss` (and a bare `import fastloss`) in the checkout's root imports the
+    source directory's fastloss/ rather than the installed one, and the extension is built only
+    in the installed copy: Python's own message is about a circular import.
+    """
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    built = any(name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
+                for name in _os.listdir(here))
+    if not built and _os.path.exists(_os.path.join(here, _os.pardir, "setup.py")):
+        raise ImportError(
+            f"fastloss is being imported from its source directory {here}, where the extension "
+            "is not built. Run Python from another directory (e.g. `cd tests` or `cd /tmp`) to "
+            "use the installed fastloss, or build in place with "
+            "`python setup.py build_ext --inplace`.") from None
 
 
 _kernels = _import_kernels()

@@ -177,7 +177,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         return loss, weight, flags, bad, None
     slots = None
     if n_slots:  # without the scratch slots
-        slots = hist.reshape(n_threads, n_slots, copies).sum(axis=(0, 2))[:-2]
+        slots = hist.reshape(n_threads, n_slots, copies).sum(axis=(0, 2))[:n_slots - 2]
     return loss, weight, flags, bad, (count, nan_count, lo, hi, slots)
 
 
