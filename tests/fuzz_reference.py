@@ -25,8 +25,9 @@ _INF = mpmath.inf
 
 
 def _times(a, b):
-    """a * b, where a zero coefficient times an infinite (or any) factor is 0."""
-    return 0 if a == 0 else a * b
+    """a * b, where a zero coefficient times any factor but nan is 0 (infinite ones included);
+    nan propagates, as the docstrings say."""
+    return 0 if a == 0 and b == b else a * b
 
 
 def bce(p, y, w):

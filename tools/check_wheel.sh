@@ -40,7 +40,8 @@ if "$work/test-env/bin/python" -c "import Cython" 2>/dev/null; then
     exit 1
 fi
 mkdir -p "$work/outside"
-cp -r "$root/tests" "$root/src_c" "$root/README.md" "$work/outside/"  # src_c: the math harness
+# src_c: the math harness compiles against it; docs: the README's links and examples
+cp -r "$root/tests" "$root/src_c" "$root/docs" "$root/README.md" "$work/outside/"
 cd "$work/outside/tests"
 "$work/test-env/bin/python" -c "import fastloss, sys; print('testing', fastloss.__file__); \
     sys.exit(not fastloss.__file__.startswith('$work/test-env/'))"
