@@ -127,14 +127,14 @@ typedef struct {
     int int_gamma;                    /* gamma if it is an integer 0..4, else -1 */
 } FL_S(fl_focal_params);
 
-/* One chunk of one loss; returns the float sum and sets FL_BAD_* flags. loss and has_* are
- * constants after inlining, so each combination is its own vectorized loop. */
+/* One chunk of one loss: stores the losses to out, returns their float sum and sets FL_BAD_*
+ * flags. loss and has_* are constants after inlining, so each combination is its own vectorized
+ * loop. */
 FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict y,
                                     const FL_T *restrict w, const FL_T *restrict pw,
                                     FL_T *restrict out, ptrdiff_t len,
                                     FL_S(fl_focal_params) f, int *flags, const int loss,
-                                    const int has_w, const int has_pw, const int general_gamma,
-                                    const int has_out) {
+                                    const int has_w, const int has_pw, const int general_gamma) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
@@ -154,7 +154,7 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
                                        general_gamma ? -1 : f.int_gamma);
         }
         if (has_w) l = FL_S(fl_coef)(w[k], l);
-        if (has_out) out[k] = l;
+        out[k] = l;
         sum += l;
     }
     *flags = (FL_OUTSIDE_UNIT(x_lo, x_sum) ? FL_BAD_INPUT : 0) |
@@ -177,8 +177,9 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
     FL_S(fl_focal_params) f;
     f.alpha_pos = a->alpha < 0 ? 1 : (FL_T)a->alpha;
     f.alpha_neg = a->alpha < 0 ? 1 : (FL_T)(1 - a->alpha);
-    /* integer-ness of gamma as rounded to FL_T: a gamma below float's smallest subnormal is 0 */
-    f.gamma = (FL_T)a->gamma;
+    /* gamma as rounded to FL_T, finite (a larger one gives factors of 0 or 1 all the same),
+     * and its integer-ness decided on that value: below float's smallest subnormal it is 0 */
+    f.gamma = a->gamma < FL_MAX ? (FL_T)a->gamma : FL_MAX;
     f.int_gamma = f.gamma <= 4 && f.gamma == (int)f.gamma ? (int)f.gamma : -1;
     _Static_assert(5 * FL_CHUNK * sizeof(FL_T) <= FL_KERNEL_SCRATCH,
                    "the staging buffers exceed the scratch memory");
@@ -193,7 +194,9 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
         const FL_T *w = FL_S(fl_read_operand)(st ? &st->sample_weight : &a->weight, at, n, wbuf);
         const FL_T *pw = loss == FL_LOSS_BCE_LOGITS
                              ? FL_S(fl_read_operand)(&a->pos_weight, at, n, pwbuf) : NULL;
-        FL_T *out = st ? lbuf : a->out ? (FL_T *)a->out + at : NULL;
+        /* the losses are always stored (to out, or to lbuf in L1): a chunk whose float sum is
+         * not finite is summed again from them in double */
+        FL_T *out = st || !a->out ? lbuf : (FL_T *)a->out + at;
         ptrdiff_t n_loop = n;
         if (n % FL_LANES) { /* the data's tail: pad it (see FL_LANES) */
             n_loop = FL_PADDED(n);
@@ -201,35 +204,27 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
             y = FL_S(fl_pad)(y, n, n_loop, 0, ybuf); /* with x: a loss of exactly 0 */
             w = w ? FL_S(fl_pad)(w, n, n_loop, 0, wbuf) : NULL;
             pw = pw ? FL_S(fl_pad)(pw, n, n_loop, 1, pwbuf) : NULL;
-            out = out ? lbuf : NULL;
+            out = lbuf;
         }
         const FL_T *w_loop = st ? NULL : w;
         int chunk_flags;
-#define FL_CALL(has_w, has_pw, general, has_out)                                             \
+#define FL_CALL(has_w, has_pw, general)                                                  \
     FL_S(fl_binary_loop)(x, y, w_loop, pw, out, n_loop, f, &chunk_flags, loss, has_w, has_pw, \
-                         general, has_out)
-#define FL_VARIANTS(has_pw, general)                                                       \
-    (out ? (w_loop ? FL_CALL(1, has_pw, general, 1) : FL_CALL(0, has_pw, general, 1))      \
-         : (w_loop ? FL_CALL(1, has_pw, general, 0) : FL_CALL(0, has_pw, general, 0)))
-#define FL_ALL_VARIANTS                                                   \
-    (pw                                                 ? FL_VARIANTS(1, 0) \
-     : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1) \
-                                                        : FL_VARIANTS(0, 0))
-        FL_T chunk_sum = FL_ALL_VARIANTS;
-        if (!st && !(chunk_sum - chunk_sum == 0)) { /* inf or nan: is it float overflow? */
-            if (!out) {
-                out = lbuf;
-                chunk_sum = FL_ALL_VARIANTS; /* the same losses, stored */
-            }
+                         general)
+#define FL_VARIANTS(has_pw, general) \
+    (w_loop ? FL_CALL(1, has_pw, general) : FL_CALL(0, has_pw, general))
+        FL_T chunk_sum = pw                                               ? FL_VARIANTS(1, 0)
+                         : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
+                                                                            : FL_VARIANTS(0, 0);
+#undef FL_VARIANTS
+#undef FL_CALL
+        if (!st && !(chunk_sum - chunk_sum == 0)) { /* inf or nan: float32 overflow perhaps */
             double exact = 0;
             for (ptrdiff_t k = 0; k < n; k++) exact += (double)out[k];
             sum += exact;
         } else {
             sum += chunk_sum;
         }
-#undef FL_ALL_VARIANTS
-#undef FL_VARIANTS
-#undef FL_CALL
         flags |= chunk_flags;
         if (a->out && out == lbuf && !st) memcpy((FL_T *)a->out + at, lbuf, (size_t)n * sizeof(FL_T));
         if (st) {

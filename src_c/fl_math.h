@@ -71,7 +71,7 @@ FL_INLINE float fl_exp_nonpos_f32(float a) {
     q = q * r + 1.666650474e-01f;
     q = q * r + 5.000000000e-01f;
     q = q * r + 1.0f;
-    return (q * r + 1.0f) * fl_as_float(fl_as_int(k) << 23);
+    return (q * r + 1.0f) * fl_as_float((int32_t)((uint32_t)fl_as_int(k) << 23));
 }
 
 FL_INLINE double fl_as_double(uint64_t i) { double f; memcpy(&f, &i, sizeof f); return f; }

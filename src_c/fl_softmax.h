@@ -48,8 +48,8 @@ typedef struct {
 
 /* What the statistics include, by target kind: a constant in each instantiated loop. */
 enum { FL_CE_PLAIN,           /* index targets, no smoothing: m, se and rest */
-       FL_CE_SMOOTHED,        /* index targets with label smoothing: also dist */
-       FL_CE_PROBABILITIES,   /* probability targets: also dist and a_sum */
+       FL_CE_SMOOTHED,        /* index targets with label smoothing: also half_dist */
+       FL_CE_PROBABILITIES,   /* probability targets: also half_dist and a_sum */
        FL_CE_FOCAL };         /* focal loss: as plain */
 
 #endif /* FL_SOFTMAX_H */

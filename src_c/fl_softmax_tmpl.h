@@ -19,8 +19,11 @@ typedef double fl_acc;
  * log1p(rest): rounding 1 + rest would keep only the leading digits of rest (at a logit margin
  * of 30, se - 1 ~ 1e-13 keeps 3 digits in double), and for a confident target the loss is log(se)
  * alone. se - rest is ties up to rounding: an integer, so 1.5 separates one maximum from more. */
+FL_INLINE int FL_S(fl_one_maximum)(FL_T se, FL_T rest) { return se - rest < (FL_T)1.5; }
+
 FL_INLINE FL_T FL_S(fl_log_se)(FL_T se, FL_T rest) {
-    return se - rest < (FL_T)1.5 && rest <= 1 ? FL_S(fl_log1p_unit)(rest) : FL_S(fl_log)(se);
+    return FL_S(fl_one_maximum)(se, rest) && rest <= 1 ? FL_S(fl_log1p_unit)(rest)
+                                                       : FL_S(fl_log)(se);
 }
 
 /* -log p_t = (m - z_t) + log(se) for the target logit z_t. */
@@ -54,7 +57,7 @@ FL_INLINE fl_acc FL_S(fl_ce_probabilities)(FL_T log_se, FL_T half_dist, FL_T a_s
 FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
                                         FL_T rest, FL_T log_se, FL_T gamma, int int_gamma) {
     FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
-    FL_T other = z_t == m && se - rest < (FL_T)1.5 ? rest : se - e_t;
+    FL_T other = z_t == m && FL_S(fl_one_maximum)(se, rest) ? rest : se - e_t;
     FL_T factor;
     if (int_gamma >= 0) {
         FL_T q = other / se, q2 = q * q;
@@ -221,7 +224,7 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                      : a->focal    ? FL_CE_FOCAL
                      : eps != 0    ? FL_CE_SMOOTHED
                                    : FL_CE_PLAIN;
-    const FL_T gamma = (FL_T)a->gamma; /* integer-ness as rounded, see fl_binary_block */
+    const FL_T gamma = a->gamma < FL_MAX ? (FL_T)a->gamma : FL_MAX; /* see fl_binary_block */
     const int int_gamma = gamma <= 4 && gamma == (int)gamma ? (int)gamma : -1;
     FL_T w_sum = 0;
     for (ptrdiff_t c = 0; c < C; c++) w_sum += w[c];
@@ -273,6 +276,7 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     switch (kind) {                                            \
     case FL_CE_SMOOTHED: CALL(FL_CE_SMOOTHED); break;          \
     case FL_CE_PROBABILITIES: CALL(FL_CE_PROBABILITIES); break; \
+    case FL_CE_FOCAL: /* the same sums as plain */             \
     default: CALL(FL_CE_PLAIN);                                \
     }
 #define FL_ROWS(kind)                                                                   \

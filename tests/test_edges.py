@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fastloss
+import reference as ref
 
 HERE = os.path.dirname(__file__)
 
@@ -260,3 +261,26 @@ def test_parameters_beyond_float_range_are_value_errors():
         fastloss.sigmoid_focal_loss(x, x, gamma=10**400)
     with pytest.raises(ValueError, match="label_smoothing must be a finite float"):
         fastloss.cross_entropy(np.zeros((2, 3)), np.zeros(2, np.int64), label_smoothing=10**400)
+
+
+def test_focal_gamma_beyond_float32_range(simd_path):
+    # gamma = 1e39 is finite in float64 but inf in float32: the factor must still be 0 or 1
+    z = np.array([[0.0, -200.0], [5.0, 0.0]])
+    t = np.array([1, 0])
+    x, y = np.array([-200.0, 200.0, 3.0]), np.array([1.0, 0.0, 1.0])
+    for gamma in (1e39, 3e38):
+        want = fastloss.softmax_focal_loss(z, t, gamma=gamma, reduction="none")
+        np.testing.assert_allclose(want, [200.0, 0.0], rtol=1e-12)  # (1 - p_t) of 1 and < 1
+        got = fastloss.softmax_focal_loss(z.astype(np.float32), t, gamma=gamma, reduction="none")
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        want = ref.torchvision_sigmoid_focal_loss(torch.tensor(x), torch.tensor(y),
+                                                  gamma=gamma).numpy()
+        got = fastloss.sigmoid_focal_loss(x.astype(np.float32), y.astype(np.float32),
+                                          gamma=gamma, reduction="none")
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_uint64_class_beyond_int64_is_out_of_range_even_with_ignore_index_minus_one():
+    z = np.zeros((1, 3))
+    with pytest.raises(IndexError, match="Target 18446744073709551615 is out of bounds"):
+        fastloss.cross_entropy(z, np.array([2**64 - 1], np.uint64), ignore_index=-1)
