@@ -39,6 +39,9 @@ def main(argv=None):
             from . import evaluate
             return evaluate.main(argv[1:])
         elif argv[0] == "info":
+            import argparse
+            argparse.ArgumentParser(prog="fastloss info", description=COMMANDS["info"]
+                                    ).parse_args(argv[1:])  # --help, and no other option
             from .info import show_config
             show_config()
     except BrokenPipeError:  # output piped into a command that stopped reading, such as head

@@ -30,3 +30,13 @@ def test_info_command():
     out = subprocess.run([sys.executable, "-m", "fastloss", "info"], capture_output=True,
                          text=True, check=True, cwd=os.path.dirname(__file__))
     assert out.stdout.startswith("fastloss:") and fastloss.__version__ in out.stdout
+
+
+def test_info_help_and_bad_options():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "fastloss", "info", *args],
+                                       capture_output=True, text=True,
+                                       cwd=os.path.dirname(__file__))
+    out = run("--help")
+    assert out.returncode == 0 and out.stdout.startswith("usage: fastloss info")
+    out = run("--bogus")
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr
