@@ -296,7 +296,8 @@ def _real(value, name):
     try:
         return float(value)
     except OverflowError:  # an int beyond float's range
-        raise ValueError(f"{name} must be a finite float; got {value}") from None
+        raise ValueError(f"{name} must be a finite float; got an int beyond float's range") \
+            from None
 
 
 def focal_gamma(value):

@@ -529,10 +529,7 @@ class StreamingLoss:
         if not isinstance(params, dict) or set(params) != set(LOSSES[loss][1]):
             raise invalid(f"params of {loss} must have the keys {list(LOSSES[loss][1])}; "
                           f"got {params!r}")
-        try:
-            m = cls(loss, **params)
-        except OverflowError as e:  # float() of a huge int parameter
-            raise invalid(f"params: {e}") from None
+        m = cls(loss, **params)
         bins, hist = state["bins"], state["histogram"]
         if (bins is None) != (hist is None):
             raise invalid("bins and histogram go together")

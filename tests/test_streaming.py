@@ -631,7 +631,7 @@ def _set(*path_and_value):
     ("softmax", _set("n_classes", None), "n_classes must be an int once there are losses"),
     ("softmax", _set("loss", ["cross_entropy"]), "unknown loss"),
     ("softmax", _set("loss", {}), "unknown loss"),
-    ("no bins", _set("params", "gamma", 10**400), "params"),
+    ("no bins", _set("params", "gamma", 10**400), "gamma must be a finite float"),
 ])
 def test_from_dict_rejects_states_no_updates_produce(label, change, match):
     state = _valid_states()[label].to_dict()
