@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 import fastloss
 from fastloss import _kernels
 import reference as ref
+from memory import peak_allocation
 
 bce = fastloss.binary_cross_entropy
 bcel = fastloss.binary_cross_entropy_with_logits
@@ -325,17 +326,6 @@ def test_property_agrees_with_float64_reference(args):
 
 # ---- no hidden copies ----
 
-def _peak_allocation(fn):
-    """Peak bytes allocated through Python and NumPy's allocators while fn runs."""
-    import tracemalloc
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
     """mean and sum allocate only the per-block partial sums: no copy of any operand."""
     n = 4_000_000
@@ -359,11 +349,11 @@ def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
     budget = n * 4 // 100 + threads * (_kernels.SCRATCH_BYTES + 64)
     for name, (a, b) in cases.items():
         pw = np.ones(8, np.float32) if name.startswith("2-D") else None
-        peak = _peak_allocation(lambda: bcel(a, b, pos_weight=pw, reduction="sum"))
+        peak = peak_allocation(lambda: bcel(a, b, pos_weight=pw, reduction="sum"))
         assert peak < budget, f"{name}: {peak} bytes allocated"
     probs, labels = np.clip(x, 0, 1), np.zeros(n, bool)
-    assert _peak_allocation(lambda: bce(probs, labels)) < budget
-    assert _peak_allocation(lambda: fastloss.sigmoid_focal_loss(
+    assert peak_allocation(lambda: bce(probs, labels)) < budget
+    assert peak_allocation(lambda: fastloss.sigmoid_focal_loss(
         x, labels, gamma=1.5, reduction="mean")) < budget
     # the softmax losses: (N, C) rows and (N, C, H, W), index and probability targets
     rows, classes = x.reshape(-1, 10), np.zeros(n // 10, np.int32)
@@ -373,7 +363,7 @@ def test_read_in_place_for_documented_layouts_and_dtypes(tmp_path):
                  lambda: fastloss.cross_entropy(rows, probabilities),
                  lambda: fastloss.cross_entropy(spatial, pixels, np.ones(10)),
                  lambda: fastloss.softmax_focal_loss(rows, classes, gamma=1.5)):
-        assert _peak_allocation(call) < budget
+        assert peak_allocation(call) < budget
 
 
 def _overlap_cases():

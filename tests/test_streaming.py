@@ -10,6 +10,7 @@ import pytest
 import fastloss
 from fastloss import StreamingLoss
 from fastloss.streaming import LOSSES
+from memory import peak_allocation
 
 N = 20_011  # several blocks and chunks, and a partial one
 
@@ -418,17 +419,6 @@ def test_explicit_log_edges_are_as_fast_as_log_bins():
 
 # ---- memory in proportion to the work ----
 
-def _traced_peak(fn):
-    """The peak of traced allocations (NumPy's arrays included) while fn runs."""
-    import tracemalloc
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_many_bins_and_threads_allocate_in_proportion():
     """2**24 bins with n_threads=1024 asked for a histogram copy per thread (128 GiB); now
     about one copy and its sum, and the counts are still np.histogram's."""
@@ -437,7 +427,7 @@ def test_many_bins_and_threads_allocate_in_proportion():
     y = (x > 0).astype(np.float32)
     m = StreamingLoss("binary_cross_entropy_with_logits", bins=2**24, range=(0.0, 2.0))
     one_copy = 8 * (2**24 + 4)
-    assert _traced_peak(lambda: m.update(x, y, n_threads=1024)) < 2.5 * one_copy
+    assert peak_allocation(lambda: m.update(x, y, n_threads=1024)) < 2.5 * one_copy
     v = fastloss.binary_cross_entropy_with_logits(x, y, reduction="none").astype(np.float64)
     counts, edges = m.histogram
     nonzero = np.flatnonzero(counts)  # np.histogram over 2**24 edges, on the filled bins only
@@ -448,7 +438,7 @@ def test_many_bins_and_threads_allocate_in_proportion():
     # few blocks: no more copies than threads that get one (8 copies of each of 516 slots
     # per thread: 33 KiB, 34 MB for 1024 threads)
     small = StreamingLoss("binary_cross_entropy_with_logits", bins=512, range=(0.0, 5.0))
-    assert _traced_peak(lambda: small.update(x[:8192], y[:8192], n_threads=1024)) < 2**22
+    assert peak_allocation(lambda: small.update(x[:8192], y[:8192], n_threads=1024)) < 2**22
     np.testing.assert_array_equal(small.histogram[0], np.histogram(v[:8192], small.histogram[1])[0])
 
 
