@@ -130,12 +130,11 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     cdef cnp.ndarray hist = None
     cdef long long *hist_data = NULL
     if n_slots:
-        # A copy per thread that gets blocks, and more than one copy only while they all fit
-        # in 64 MiB and each has as many positions to count as it has counters (zeroing and
-        # adding a copy costs about as much as counting that many losses): a big histogram is
-        # counted by fewer threads, not in copies out of proportion to the data.
-        n_threads = max(1, min(n_threads, nblocks, (64 << 20) // (8 * hist_stride),
-                               n // hist_stride))
+        # A copy per thread (each already has blocks), and more than one copy only while they
+        # all fit in 64 MiB and each has as many positions to count as it has counters (zeroing
+        # and adding a copy costs about as much as counting that many losses): a big histogram
+        # is counted by fewer threads, not in copies out of proportion to the data.
+        n_threads = max(1, min(n_threads, (64 << 20) // (8 * hist_stride), n // hist_stride))
         hist = np.zeros(n_threads * hist_stride, np.int64)
         hist_data = <long long *>cnp.PyArray_DATA(hist)
     # Each thread's staging buffers live in its own slice of scratch (not on its stack, which
