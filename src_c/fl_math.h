@@ -200,10 +200,16 @@ FL_INLINE float fl_log_f32(float v) {
 
 /* log(v) for v in (0, 1] and subnormal v, without special values (see fl_log_unit_f32; v = 0
  * gives about -746); subnormal v are scaled by 2^54 first, as in fl_log_unit_f32. */
-FL_INLINE double fl_log_unit_f64(double v) {
+FL_INLINE double fl_log_unit_split_f64(double v, double *e) {
     int subnormal = v < 0x1p-1022;
-    double e, f = fl_log_split_f64(subnormal ? v * 0x1p54 + 0.0 : v, &e); /* -0 -> +0 */
-    return fl_log_reduced_f64(e - (subnormal ? 54.0 : 0.0), f);
+    double f = fl_log_split_f64(subnormal ? v * 0x1p54 + 0.0 : v, e); /* -0 -> +0 */
+    *e -= subnormal ? 54.0 : 0.0;
+    return f;
+}
+
+FL_INLINE double fl_log_unit_f64(double v) {
+    double e, f = fl_log_unit_split_f64(v, &e);
+    return fl_log_reduced_f64(e, f);
 }
 
 /* log(v) for v >= 0 (0 -> -inf, +inf -> +inf, nan and v < 0 -> nan), and any finite v > 0. */
@@ -244,17 +250,39 @@ FL_INLINE float fl_log1p_neg_f32(float p) {
     return fl_log_unit_f32(s) + d;
 }
 
+/* log1p(-p) where q is true, else log(p) (p in [0, 1], as fl_log_unit_f32): the one logarithm
+ * that BCE needs for a hard label, the same value as the function it picks. */
+FL_INLINE float fl_log_p_or_q_f32(float p, int q) {
+    float s = 1.0f - p;
+    float d = (1.0f - s) - p;
+    return fl_log_unit_f32(q ? s : p) + (q ? d : 0.0f);
+}
+
 /* log1p(-p) for p in [0, 1] (p = 1 -> -inf, p > 1 and nan -> nan), with an exact f throughout:
  * f = -p while 1 - p >= sqrt(1/2); then f = 2(1 - p) - 1 = 1 - 2p and e = -1 up to p = 1/2
  * (Sterbenz); from there on 1 - p is exact (Sterbenz) and split as in fl_log_f64 (it is 0 or
  * at least 2^-53, never subnormal). */
-FL_INLINE double fl_log1p_neg_f64(double p) {
+FL_INLINE double fl_log1p_neg_split_f64(double p, double *e) {
     const double ONE_MINUS_SQRT_HALF = 0.29289321881345248;
-    double u = 1.0 - p, e_u, f_u = fl_log_split_f64(u, &e_u);
-    double e = p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? 0.0 : -1.0) : e_u;
-    double f = p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? -p : 1.0 - 2.0 * p) : f_u;
+    double e_u, f_u = fl_log_split_f64(1.0 - p, &e_u);
+    *e = p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? 0.0 : -1.0) : e_u;
+    return p < 0.5 ? (p < ONE_MINUS_SQRT_HALF ? -p : 1.0 - 2.0 * p) : f_u;
+}
+
+FL_INLINE double fl_log1p_neg_f64(double p) {
+    double u = 1.0 - p, e, f = fl_log1p_neg_split_f64(p, &e);
     double r = fl_log_reduced_f64(e, f);
     return u > 0.0 ? r : (u == 0.0 ? -INFINITY : NAN);
+}
+
+/* log1p(-p) where q is true, else log(p) (p in [0, 1]; as fl_log1p_neg_f64 and
+ * fl_log_unit_f64): both reductions are a few bit operations, and only the picked one goes
+ * through the division and polynomial. */
+FL_INLINE double fl_log_p_or_q_f64(double p, int q) {
+    double e_p, f_p = fl_log_unit_split_f64(p, &e_p);
+    double e_q, f_q = fl_log1p_neg_split_f64(p, &e_q);
+    double r = fl_log_reduced_f64(q ? e_q : e_p, q ? f_q : f_p);
+    return q && !(1.0 - p > 0.0) ? (p == 1.0 ? -INFINITY : NAN) : r;
 }
 
 #endif /* FL_MATH_H */

@@ -47,6 +47,25 @@ def test_probabilities_elementwise_against_float64(simd_path, dtype):
         np.testing.assert_allclose(got, ref.bce(p, y), **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probabilities_hard_labels_take_one_log_with_the_same_values(simd_path, dtype):
+    """A chunk of targets that are all 0 or 1 computes only the logarithm its label keeps: the
+    same values as a chunk with a soft label in it, which computes both."""
+    rng = np.random.default_rng(3)
+    chunk = 512  # FL_CHUNK
+    p = np.concatenate([rng.random(chunk), np.geomspace(1e-45, 1, chunk),
+                        1 - np.geomspace(1e-17, 1, chunk), [0.0, 1.0] * (chunk // 2)])
+    p = np.clip(p, 0, 1).astype(dtype)
+    y = rng.integers(0, 2, p.size).astype(dtype)
+    hard = fastloss.binary_cross_entropy(p, y, reduction="none", n_threads=1)
+    np.testing.assert_allclose(hard, ref.bce(p, y), **TOL[dtype])
+    y_with_soft = y.copy()
+    y_with_soft[::chunk] = 0.5  # one soft label in each chunk: the two-logarithm loop
+    both = fastloss.binary_cross_entropy(p, y_with_soft, reduction="none", n_threads=1)
+    kept = y_with_soft != 0.5
+    np.testing.assert_array_equal(hard[kept], both[kept])
+
+
 # mpmath at the extremes: the torch formula evaluated with 100 digits, so its cancellation
 # (x - x*y for large x) costs nothing.
 EXTREME_LOGITS = [0.0, 1e-30, 1e-8, 0.5, 1.0, 15.0, 17.0, 30.0, 50.0, 87.0, 88.0, 89.0, 100.0,
