@@ -7,6 +7,7 @@
 
 #include "fl_dispatch.h"
 #include "fl_math.h"
+#include "fl_transpose.h"
 
 #define FL_T float
 #define FL_S(name) name##_f32

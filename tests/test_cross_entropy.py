@@ -54,6 +54,21 @@ def test_against_torch(simd_path, shape, dtype, targets):
                         (weight is not None, ignore_index, eps, reduction)))
 
 
+@pytest.mark.parametrize("n_classes", range(1, 18))
+@pytest.mark.parametrize("targets", ["index", "probabilities"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_small_class_count(simd_path, n_classes, targets, dtype):
+    """Each small C has its own transpose into tiles (16 x 16 or 8 x 8 blocks in registers, the
+    rest element by element): rows in whole blocks, in a block's tail and across tiles of 128."""
+    rng = np.random.default_rng(n_classes)
+    x, t, _ = make((16 * 17 + 5, n_classes), dtype, targets, rng)
+    want = F.cross_entropy(torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(
+        t if targets == "index" else np.asarray(t, np.float64)), reduction="none").numpy()
+    got = fastloss.cross_entropy(x, t, reduction="none")
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float32_torch_agreement_in_its_own_dtype(dtype):
     rng = np.random.default_rng(8)
