@@ -90,15 +90,13 @@ FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, 
 
 /* Per-lane statistics of a (C, lanes) tile: element (c, l) at z[c*cs + l] (y likewise, for
  * probability targets). Vectorized across lanes; m, se, rest, half_dist and a_sum receive one
- * value per lane, and for index targets (t, each lane's class or -1) z_t and w_t the target's
- * logit and weight (0 for -1), picked up in the pass over the classes instead of gathered. */
+ * value per lane. */
 FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restrict y,
-                                      const int *restrict t, ptrdiff_t cs, ptrdiff_t C,
-                                      ptrdiff_t lanes, const FL_T *restrict w, FL_T keep,
-                                      FL_T eps_over_c, FL_T *restrict m, FL_T *restrict se,
-                                      FL_T *restrict rest, FL_T *restrict half_dist,
-                                      FL_T *restrict a_sum, FL_T *restrict z_t,
-                                      FL_T *restrict w_t, const int kind) {
+                                      ptrdiff_t cs, ptrdiff_t C, ptrdiff_t lanes,
+                                      const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
+                                      FL_T *restrict m, FL_T *restrict se, FL_T *restrict rest,
+                                      FL_T *restrict half_dist, FL_T *restrict a_sum,
+                                      const int kind) {
     for (ptrdiff_t l = 0; l < lanes; l++) m[l] = z[l];
     for (ptrdiff_t c = 1; c < C; c++) {
         const FL_T *zc = z + c * cs;
@@ -109,7 +107,6 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
     for (ptrdiff_t l = 0; l < lanes; l++) {
         se[l] = rest[l] = 0;
         if (kind != FL_CE_PLAIN) half_dist[l] = a_sum[l] = 0;
-        if (kind != FL_CE_PROBABILITIES) z_t[l] = w_t[l] = 0;
     }
     for (ptrdiff_t c = 0; c < C; c++) {
         const FL_T *zc = z + c * cs;
@@ -120,10 +117,6 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
             FL_T d = zc[l] - m[l];
             FL_CE_ACCUMULATE(kind, zc[l], yc[l], wc, m[l] * (FL_T)0.5, d, se[l], rest[l],
                              half_dist[l], a_sum[l]);
-            if (kind != FL_CE_PROBABILITIES) {
-                z_t[l] = t[l] == c ? zc[l] : z_t[l];
-                w_t[l] = t[l] == c ? wc : w_t[l];
-            }
         }
     }
 }
@@ -297,8 +290,8 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,  \
                               &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], kind)
 #define FL_TILE(kind)                                                                  \
-    FL_S(fl_ce_tile_stats)(z, y, target, cs, C, lanes, w, keep, eps_over_c, m, se, rest,   \
-                           half_dist, a_sum, z_t, w_t, kind)
+    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest, half_dist, \
+                           a_sum, kind)
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;
@@ -329,14 +322,15 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                 sum += losses[l];
             }
         } else {
-        /* each lane's target logit and weight (the tiles picked them up already), and the sum
-         * of the weights, vectorized, in double */
-        if (S == 1 && !transpose) {
-            for (ptrdiff_t l = 0; l < lanes; l++) {
-                int t = target[l];
-                z_t[l] = t >= 0 ? z[t * cs + l * ls] : 0;
-                w_t[l] = t >= 0 ? w[t] : 0;
-            }
+        /* each lane's target logit and weight, gathered (from the tile in L1 when there is
+         * one: cheaper than picking them up in the pass over the classes), and the sum of the
+         * weights, in double */
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; l++) {
+            int t = target[l], c = t >= 0 ? t : 0;
+            FL_T z_c = z[c * cs + l * ls], w_c = w[c];
+            z_t[l] = t >= 0 ? z_c : 0;
+            w_t[l] = t >= 0 ? w_c : 0;
         }
         double step_weight = 0;
 #pragma omp simd reduction(+ : step_weight)
