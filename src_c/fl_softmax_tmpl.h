@@ -55,11 +55,12 @@ FL_INLINE fl_acc FL_S(fl_ce_probabilities)(FL_T log_se, FL_T half_dist, FL_T a_s
  * is the only one, else se - 1 >= se/2. Integer gamma (0 to 4) multiplies; other gamma use
  * exp(gamma * (log(other) - log(se))), accurate where other/se would underflow. */
 FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
-                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma) {
+                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma,
+                                        const int general /* int_gamma is -1 */) {
     FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
     FL_T other = z_t == m && FL_S(fl_one_maximum)(se, rest) ? rest : se - e_t;
     FL_T factor;
-    if (int_gamma >= 0) {
+    if (!general) {
         FL_T q = other / se, q2 = q * q;
         factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) * (int_gamma & 4 ? q2 * q2 : 1);
     } else {
@@ -336,25 +337,29 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
 #pragma omp simd reduction(+ : step_weight)
         for (ptrdiff_t l = 0; l < lanes; l++) step_weight += w_t[l];
         weight_sum += step_weight;
-#define FL_LOSSES(kind)                                                                       \
+#define FL_LOSSES(kind, general_gamma)                                                        \
     _Pragma("omp simd reduction(+ : sum)") for (ptrdiff_t l = 0; l < lanes; l++) {           \
         FL_T log_se = FL_S(fl_log_se)(se[l], rest[l]);                                        \
         fl_acc nll = FL_S(fl_nll)(m[l], z_t[l], log_se);                                      \
         fl_acc loss = kind == FL_CE_PLAIN ? fl_coef_f64((fl_acc)w_t[l], nll)                  \
                     : kind == FL_CE_FOCAL                                                     \
                         ? FL_S(fl_softmax_focal)(nll, w_t[l], m[l], z_t[l], se[l], rest[l],   \
-                                                 log_se, gamma, int_gamma)                    \
+                                                 log_se, gamma, int_gamma, general_gamma)     \
                         : FL_S(fl_ce_smoothed)(nll, w_t[l], log_se, half_dist[l], w_sum, eps, \
                                                eps_over_c);                                   \
         losses[l] = target[l] >= 0 ? (FL_T)loss : 0; /* ignored: 0, whatever the logits */    \
         sum += losses[l];                                                                     \
     }
+        /* one loop per kind and focal gamma (integer or not): a branch inside stops GCC from
+         * vectorizing it */
         if (kind == FL_CE_PLAIN) {
-            FL_LOSSES(FL_CE_PLAIN)
+            FL_LOSSES(FL_CE_PLAIN, 0)
+        } else if (kind == FL_CE_FOCAL && int_gamma >= 0) {
+            FL_LOSSES(FL_CE_FOCAL, 0)
         } else if (kind == FL_CE_FOCAL) {
-            FL_LOSSES(FL_CE_FOCAL)
+            FL_LOSSES(FL_CE_FOCAL, 1)
         } else {
-            FL_LOSSES(FL_CE_SMOOTHED)
+            FL_LOSSES(FL_CE_SMOOTHED, 0)
         }
 #undef FL_LOSSES
         }
