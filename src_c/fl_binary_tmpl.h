@@ -51,9 +51,12 @@ FL_INLINE FL_T FL_S(fl_bce_hard)(FL_T p, FL_T y) {
  * (0 to 4) multiplies q by itself. Other gamma use log q = log(c_big + c_small*t) - log1p(t),
  * which for c_big = 0 (a hard label on the correct side) is log(c_small) - |x| - log1p(t): exact
  * in log space where q itself would underflow, so q^gamma = exp(gamma*log q) stays accurate and
- * gamma in (0, 1) gives no nan at saturated logits. */
+ * gamma in (0, 1) gives no nan at saturated logits. The argument of that log is in (0, 1] up to
+ * the rounding of 1 - y (a positive normal number, so fl_log_unit serves; a nan x or y makes ce
+ * nan), and exactly 1 for a hard label (y = 0 or 1: one coefficient is 0, the other 1), where
+ * the caller may skip it (hard). */
 FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha_neg, FL_T gamma,
-                                      const int int_gamma /* 0..4, or -1 */) {
+                                      const int int_gamma /* 0..4, or -1 */, const int hard) {
     FL_T abs_x = x < 0 ? -x : x;
     FL_T t = FL_S(fl_exp_nonpos)(-abs_x);
     FL_T L = FL_S(fl_log1p_unit)(t);
@@ -64,7 +67,7 @@ FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha
         FL_T q = (c_big + c_small * t) / (1 + t), q2 = q * q;
         factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) * (int_gamma & 4 ? q2 * q2 : 1);
     } else {
-        FL_T log_q = FL_S(fl_log)(c_big == 0 ? c_small : c_big + c_small * t) - L;
+        FL_T log_q = (hard ? 0 : FL_S(fl_log_unit)(c_big == 0 ? c_small : c_big + c_small * t)) - L;
         if (c_big == 0) log_q -= abs_x;
         factor = FL_S(fl_exp_nonpos)(gamma * log_q);
     }
@@ -124,8 +127,9 @@ FL_INLINE const FL_T *FL_S(fl_pad)(const FL_T *src, ptrdiff_t n, ptrdiff_t n_pad
 
 /* ---- The loop and the block entry points. ---- */
 
-/* Whether every one of the n targets is exactly 0 or 1 (a pass over L1, a few percent of BCE's
- * loop, that lets a chunk of hard labels compute one logarithm per element instead of two). */
+/* Whether every one of the n targets is exactly 0 or 1 (a pass over L1, a few percent of the
+ * loss's loop, that spares a chunk of hard labels one logarithm per element: see fl_bce_hard and
+ * fl_sigmoid_focal). */
 FL_INLINE int FL_S(fl_all_hard)(const FL_T *restrict y, ptrdiff_t n) {
     int soft = 0;
 #pragma omp simd reduction(| : soft)
@@ -151,7 +155,7 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
                                     FL_T *restrict out, ptrdiff_t len,
                                     FL_S(fl_focal_params) f, int *flags, const int loss,
                                     const int has_w, const int has_pw, const int general_gamma,
-                                    const int hard /* every y is 0 or 1 (BCE only) */) {
+                                    const int hard /* every y is 0 or 1 */) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
@@ -170,7 +174,7 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
             l = FL_S(fl_bce_logits)(xk, yk, has_pw ? pw[k] : (FL_T)1, has_pw);
         } else {
             l = FL_S(fl_sigmoid_focal)(xk, yk, f.alpha_pos, f.alpha_neg, f.gamma,
-                                       general_gamma ? -1 : f.int_gamma);
+                                       general_gamma ? -1 : f.int_gamma, hard);
         }
         if (has_w) l = FL_S(fl_coef)(w[k], l);
         out[k] = l;
@@ -232,10 +236,14 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
                          general, hard)
 #define FL_VARIANTS(has_pw, general, hard) \
     (w_loop ? FL_CALL(1, has_pw, general, hard) : FL_CALL(0, has_pw, general, hard))
-        FL_T chunk_sum = pw ? FL_VARIANTS(1, 0, 0)
-                         : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1, 0)
-                         : loss == FL_LOSS_BCE && FL_S(fl_all_hard)(y, n_loop) ? FL_VARIANTS(0, 0, 1)
-                                                                               : FL_VARIANTS(0, 0, 0);
+        /* hard labels spare a logarithm in BCE and in the focal loss of non-integer gamma */
+        const int general = f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL;
+        const int hard = (loss == FL_LOSS_BCE || general) && FL_S(fl_all_hard)(y, n_loop);
+        FL_T chunk_sum = pw                ? FL_VARIANTS(1, 0, 0)
+                         : general && hard ? FL_VARIANTS(0, 1, 1)
+                         : general         ? FL_VARIANTS(0, 1, 0)
+                         : hard            ? FL_VARIANTS(0, 0, 1)
+                                           : FL_VARIANTS(0, 0, 0);
 #undef FL_VARIANTS
 #undef FL_CALL
         if (!st && !(chunk_sum - chunk_sum == 0)) { /* inf or nan: float32 overflow perhaps */
