@@ -54,9 +54,10 @@ FL_INLINE fl_acc FL_S(fl_ce_probabilities)(FL_T log_se, FL_T half_dist, FL_T a_s
  * maximum, other = se - e_t >= se/2 (e_t < 1 <= other); for a target at the maximum, rest when it
  * is the only one, else se - 1 >= se/2. Integer gamma (0 to 4) multiplies; other gamma use
  * exp(gamma * (log(other) - log(se))), accurate where other/se would underflow. */
-FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
-                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma,
-                                        const int general /* int_gamma is -1 */) {
+FL_INLINE FL_T FL_S(fl_softmax_focal_factor)(FL_T m, FL_T z_t, FL_T se, FL_T rest, FL_T log_se,
+                                             FL_T gamma, int int_gamma,
+                                             const int general /* int_gamma is -1 */,
+                                             FL_T *other_out) {
     FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
     FL_T other = z_t == m && FL_S(fl_one_maximum)(se, rest) ? rest : se - e_t;
     FL_T factor;
@@ -66,6 +67,16 @@ FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, 
     } else {
         factor = FL_S(fl_exp_nonpos)(gamma * (FL_S(fl_log)(other) - log_se));
     }
+    *other_out = other;
+    return factor;
+}
+
+FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
+                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma,
+                                        const int general) {
+    FL_T other;
+    FL_T factor = FL_S(fl_softmax_focal_factor)(m, z_t, se, rest, log_se, gamma, int_gamma,
+                                                general, &other);
     return fl_coef_f64((fl_acc)w_t, fl_coef_f64((fl_acc)factor, nll));
 }
 
@@ -191,6 +202,22 @@ FL_INLINE void FL_S(fl_transpose_body)(const FL_T *restrict src, const ptrdiff_t
     for (ptrdiff_t c = 0; c < C; c++)
 #pragma omp simd
         for (ptrdiff_t l = l0; l < lanes; l++) tile[c * lanes + l] = src[l * C + c];
+}
+
+/* Each lane's target logit z_t (element (t, l) at z[t*cs + l*ls]) and class weight w_t, 0 for
+ * t = -1: gathered after the class pass (from the tile in L1 when there is one), cheaper than
+ * picking them up in it with a compare and two blends per class. */
+FL_INLINE void FL_S(fl_ce_gather_targets)(const FL_T *restrict z, const int *restrict target,
+                                          const FL_T *restrict w, ptrdiff_t cs, ptrdiff_t ls,
+                                          ptrdiff_t lanes, FL_T *restrict z_t,
+                                          FL_T *restrict w_t) {
+#pragma omp simd
+    for (ptrdiff_t l = 0; l < lanes; l++) {
+        int t = target[l], c = t >= 0 ? t : 0;
+        FL_T z_c = z[c * cs + l * ls], w_c = w[c];
+        z_t[l] = t >= 0 ? z_c : 0;
+        w_t[l] = t >= 0 ? w_c : 0;
+    }
 }
 
 /* With C a constant in each case, the compiler turns the strided loads into whole-vector loads
@@ -323,16 +350,8 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                 sum += losses[l];
             }
         } else {
-        /* each lane's target logit and weight, gathered (from the tile in L1 when there is
-         * one: cheaper than picking them up in the pass over the classes), and the sum of the
-         * weights, in double */
-#pragma omp simd
-        for (ptrdiff_t l = 0; l < lanes; l++) {
-            int t = target[l], c = t >= 0 ? t : 0;
-            FL_T z_c = z[c * cs + l * ls], w_c = w[c];
-            z_t[l] = t >= 0 ? z_c : 0;
-            w_t[l] = t >= 0 ? w_c : 0;
-        }
+        /* each lane's target logit and weight, and the sum of the weights, in double */
+        FL_S(fl_ce_gather_targets)(z, target, w, cs, ls, lanes, z_t, w_t);
         double step_weight = 0;
 #pragma omp simd reduction(+ : step_weight)
         for (ptrdiff_t l = 0; l < lanes; l++) step_weight += w_t[l];
