@@ -34,7 +34,6 @@ cdef extern from "fl_stats.h" nogil:
         int copy_shift
         fl_operand sample_weight
         const double *cal_edges
-        const float *cal_edges_f32
         ptrdiff_t cal_bins
         int cal_uniform
         ptrdiff_t n_classes, class_repeat

@@ -120,14 +120,7 @@ cdef class Statistics:
         replicates keyed by seed, this update starting at stream position `position`."""
         self._arrays = self._arrays + (cal_edges, groups)
         cdef fl_stats *st = &self.spec
-        # each edge rounded up to float32 (fl_stats.h)
-        edges_f32 = None if cal_edges is None else cal_edges.astype(np.float32)
-        if edges_f32 is not None:
-            below = edges_f32 < cal_edges
-            edges_f32[below] = np.nextafter(edges_f32[below], np.float32(np.inf))
-        self._arrays = self._arrays + (edges_f32,)
         st.cal_edges = <const double *>_data(cal_edges)
-        st.cal_edges_f32 = <const float *>_data(edges_f32)
         st.cal_bins = 0 if cal_edges is None else cal_edges.shape[0] - 1
         st.cal_uniform = cal_uniform
         st.n_classes = n_classes
@@ -251,8 +244,12 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         n_super = (nblocks + per_super - 1) // per_super
         n_threads = max(1, min(n_threads, n_super))
         wave = 4 * n_threads
-        wave_extra = np.empty(wave * n_extra, np.float64)
+        # each superblock's extras 64-byte aligned: a slot (32 bytes) never straddles two cache
+        # lines, which would stall every increment that reads the previous one's store
+        n_extra = (n_extra + 7) // 8 * 8
+        wave_extra = np.empty(wave * n_extra + 8, np.float64)
         wave_data = <double *>cnp.PyArray_DATA(wave_extra)
+        wave_data += (64 - <size_t>wave_data % 64) % 64 // sizeof(double)
         total_extra = np.zeros(stats.extras_layout()[4], np.float64)
         total_data = <double *>cnp.PyArray_DATA(total_extra)
     cdef Py_ssize_t scratch_stride = (FL_SCRATCH_BYTES + 63) // 64 * 64

@@ -48,10 +48,9 @@ typedef struct {
      * sigmoid of the logit; softmax: the top-1 probability 1/se) in cal_bins bins between
      * cal_bins + 1 increasing edges from 0 to 1 (edges[i] <= c < edges[i + 1], the last bin
      * closed, as np.histogram); cal_uniform: the edges are np.linspace(0, 1, cal_bins + 1), so
-     * floor(c * cal_bins) is the bin up to one (corrected against the edges). 0 bins: none. */
+     * floor(c * cal_bins) is the bin away from the boundaries (near one, the edges decide).
+     * 0 bins: none. */
     const double *cal_edges;
-    const float *cal_edges_f32; /* each edge rounded up to float: for a float c, c < edge
-                                   exactly when c < its rounded-up edge */
     ptrdiff_t cal_bins;
     int cal_uniform;
     /* Breakdowns: the class of position i is (i / class_repeat) % n_classes for the binary

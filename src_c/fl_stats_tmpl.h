@@ -95,22 +95,28 @@ FL_INLINE void FL_S(fl_extras_chunk)(const fl_stats *st, const FL_T *restrict l,
     double *x = r->extra;
     const int shift = st->x_shift, mask = (1 << shift) - 1;
     if (st->cal_bins) {
-        const int nb = (int)st->cal_bins, skip = nb;
-        /* the edges in FL_T, compared exactly (see cal_edges_f32) */
-        const FL_T *restrict e = sizeof(FL_T) == 4 ? (const FL_T *)(const void *)st->cal_edges_f32
-                                          : (const FL_T *)(const void *)st->cal_edges;
+        const int nb = (int)st->cal_bins, skip = nb, near_slot = nb + 1;
         double b_sum = 0;
-        if (st->cal_uniform) { /* floor(c * nb), corrected by one against the edges */
-#pragma omp simd
+        if (st->cal_uniform) {
+            /* floor(c * nb) in FL_T, vectorized: trusted unless within a few roundings of a
+             * boundary (then, rarely, fl_cal_bin decides against the edges) */
+            const FL_T nb_t = (FL_T)nb, tol = 8 * nb_t * (sizeof(FL_T) == 4 ? FLT_EPSILON
+                                                                           : DBL_EPSILON);
+            int any_near = 0;
+#pragma omp simd reduction(| : any_near)
             for (int k = 0; k < (int)n; k++) { /* int lanes: n <= FL_CHUNK */
                 FL_T c = conf[k];
                 int on = (has_rows ? row[k] >= 0 : 1) & (c == c);
-                int i = (int)(on ? c * (FL_T)nb : 0);
-                i = i < 0 ? 0 : i > nb - 1 ? nb - 1 : i;
-                i -= (c < e[i]) & (i > 0);
-                i += (c >= e[i + 1]) & (i < nb - 1);
-                slot[k] = on ? i : skip;
+                FL_T g = on ? c * nb_t : 0;
+                g = g < 0 ? 0 : g > nb_t ? nb_t : g;
+                FL_T whole = sizeof(FL_T) == 4 ? (FL_T)floorf((float)g) : (FL_T)floor((double)g);
+                FL_T frac = g - whole;
+                int near = (frac < tol) | (frac > 1 - tol);
+                any_near |= near & on;
+                slot[k] = !on ? skip : near ? near_slot : (int)whole;
             }
+            for (ptrdiff_t k = 0; any_near && k < n; k++)
+                if (slot[k] == near_slot) slot[k] = (int)fl_cal_bin(st, (double)conf[k]);
 #pragma omp simd reduction(+ : b_sum)
             for (int k = 0; k < (int)n; k++) {
                 double c = (double)conf[k], o = (double)outcome[k];
@@ -169,7 +175,7 @@ FL_INLINE void FL_S(fl_extras_chunk)(const fl_stats *st, const FL_T *restrict l,
         } else {
             const int *g = (const int *)st->groups + at;
             for (ptrdiff_t k = 0; k < n; k++) {
-                int ok = (unsigned)g[k] < (unsigned long long)ng;
+                int ok = (unsigned)g[k] < (unsigned)ng; /* n_groups < 2^31 */
                 bad |= !ok;
                 slot[k] = ok && (has_rows ? row[k] >= 0 : 1) ? g[k] : (int)ng;
             }
