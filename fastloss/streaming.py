@@ -2,7 +2,8 @@
 
 Each update is one fused kernel pass (src_c/fl_stats.h): the weighted sum, the sum of weights,
 count, min, max and the histogram of the per-position losses are accumulated (sums in float64)
-without the losses ever being stored.
+without the losses ever being stored, and, when asked for, calibration bins, per-class and
+per-group sums and bootstrap replicates (their state lives in fastloss/_extras.py).
 """
 import contextlib
 import copy
@@ -236,12 +237,47 @@ class StreamingLoss:
     Counts stop at MAX_COUNT (2**63 - 1): an update or merge that would pass it raises
     OverflowError and leaves the state unchanged.
 
+    Extras, accumulated in the same kernel pass (src_c/fl_stats.h), None when not asked for:
+
+    - ``calibration_bins`` (an int: np.linspace(0, 1, n + 1) edges, or edges from 0 to 1):
+      the confidence of each position (binary losses: the predicted probability, the input or
+      sigmoid of the logit; softmax losses, class-index targets only: the top-1 probability,
+      "top-label" calibration, a row being right when its target's logit is the maximum) is
+      binned as ``np.histogram`` does (p == 1 in the last bin, where torchmetrics gives it a bin
+      of its own). Per bin: count, sum of s, of s*confidence and of s*outcome. ``ece``, ``mce``,
+      ``rms_ce`` (torchmetrics' CalibrationError with norm "l1", "max", "l2", s-weighted),
+      ``brier`` (binary: mean s*(p - y)^2 as sklearn's brier_score_loss; softmax: mean over
+      rows of sum_c (p_c - y_c)^2) and ``reliability()``.
+    - ``by_class=True``: ``class_sum``, ``class_weight_sum``, ``class_count``, ``class_mean``
+      per class (binary losses on (N, C, ...) input: per index of axis 1, the multi-label
+      case; softmax losses: per target class). ``n_groups=G`` with ``update(..., groups=ids)``:
+      ``group_sum``, ``group_weight_sum``, ``group_count``, ``group_mean`` per id in [0, G).
+      Their counts add up to ``count``.
+    - ``bootstrap=B, seed=s``: B replicates of sum and weight_sum, in which the stream's
+      positions, cut into units of 64 consecutive positions (fastloss._kernels.BOOT_UNIT,
+      counted from the first update), are weighted by Poisson(1) counts drawn from a hash of
+      (seed, unit, replicate): ``mean_ci(level)`` is their percentile interval. The same seed
+      and updates always give the same interval, any batching the same counts. Resampling units
+      rather than positions keeps the cost at B/64 draws per position; it assumes the units are
+      independent (shuffled data) and wants many of them (N >> 64*100). Merging adds the
+      replicates and the positions seen (the merged meter continues after both); meters of
+      different seeds refuse to merge, as their replicates weight the same positions
+      differently. Meters that each start at position 0 (workers) share their units' weights,
+      position by position: still a valid unit bootstrap, of pairs of units.
+
+    Extras' sums are combined in a fixed order (bitwise identical for any n_threads); across
+    batchings and merges their float64 sums agree to about 1e-15 like ``sum``, their counts
+    exactly. Memory O(bins + classes + groups + B), never O(N). Cost per position (1e7 BCE
+    with logits, one AMD EPYC core, plain mean 0.8 ns): 15 calibration bins +4 ns, 20 groups
+    +1.6 ns, 200 bootstrap replicates +5 ns.
+
     Raises
     ------
     ValueError
-        An unknown loss (the message lists the valid ones), invalid parameters or bins.
+        An unknown loss (the message lists the valid ones), invalid parameters, bins,
+        calibration_bins, n_groups, bootstrap or seed.
     TypeError
-        A parameter the loss does not take.
+        A parameter the loss does not take; by_class not a bool.
     """
 
     def __init__(self, loss, *, bins=None, range=None, calibration_bins=None, by_class=False,
