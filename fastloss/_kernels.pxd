@@ -4,6 +4,7 @@ from libc.stddef cimport ptrdiff_t
 
 cdef extern from "fl_block.h" nogil:
     enum: FL_BLOCK
+    enum: FL_BAD_GROUP
     ctypedef struct fl_block_result:
         double loss
         double weight
@@ -12,6 +13,7 @@ cdef extern from "fl_block.h" nogil:
         ptrdiff_t count, nan_count
         double min, max
         long long *hist
+        double *extra
         void *scratch
     enum: FL_SCRATCH_BYTES
     ctypedef void (*fl_block_fn)(const void *args, ptrdiff_t start, ptrdiff_t len,
@@ -31,6 +33,19 @@ cdef extern from "fl_stats.h" nogil:
         double origin, scale, tol_abs, tol_rel
         int copy_shift
         fl_operand sample_weight
+        const double *cal_edges
+        ptrdiff_t cal_bins
+        int cal_uniform
+        ptrdiff_t n_classes, class_repeat
+        ptrdiff_t n_groups
+        const void *groups
+        int groups_i64
+        ptrdiff_t n_boot
+        unsigned long long seed
+        long long position
+        int x_shift
+        ptrdiff_t off_brier, off_cal, off_class, off_group, off_boot, n_extra
+    enum: FL_BOOT_UNIT
 
 
 cdef extern from "fl_binary.h" nogil:

@@ -14,6 +14,7 @@ cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from libc.math cimport INFINITY
+from libc.string cimport memset
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cython.parallel cimport prange, threadid
 
@@ -24,6 +25,8 @@ cnp.import_array()
 BLOCK = FL_BLOCK
 SCRATCH_BYTES = FL_SCRATCH_BYTES  # per thread, for the kernels' staging buffers
 BINS_UNIFORM, BINS_LOG, BINS_EDGES = FL_BINS_UNIFORM, FL_BINS_LOG, FL_BINS_EDGES
+BAD_GROUP = FL_BAD_GROUP
+BOOT_UNIT = FL_BOOT_UNIT  # positions per bootstrap unit
 SIMD_PATHS = ("scalar", "avx2", "avx512")
 
 # Two threads only pay from about this many elements each (measured: 2 threads are 0.43x as
@@ -101,10 +104,97 @@ cdef class Statistics:
         self.spec.sample_weight.data = _data(sample_weight)
         self.spec.sample_weight.period = period
         self.spec.sample_weight.repeat = repeat
+        self.spec.cal_edges = NULL
+        self.spec.cal_bins = self.spec.n_classes = self.spec.n_groups = self.spec.n_boot = 0
+        self.spec.class_repeat = 1
+        self.spec.groups = NULL
+        self.spec.n_extra = 0
+
+    def extras(self, cal_edges, bint cal_uniform, Py_ssize_t n_classes, Py_ssize_t class_repeat,
+               groups, Py_ssize_t n_groups, Py_ssize_t n_boot, unsigned long long seed,
+               long long position):
+        """Also accumulate the extras (fl_stats.h): calibration over cal_edges (None: none),
+        n_classes per-class sums (0: none; binary losses: class of position i is
+        (i // class_repeat) % n_classes), per-group sums over groups (a contiguous int32/int64
+        array of one id per position, or None) with ids in [0, n_groups), n_boot bootstrap
+        replicates keyed by seed, this update starting at stream position `position`."""
+        self._arrays = self._arrays + (cal_edges, groups)
+        cdef fl_stats *st = &self.spec
+        st.cal_edges = <const double *>_data(cal_edges)
+        st.cal_bins = 0 if cal_edges is None else cal_edges.shape[0] - 1
+        st.cal_uniform = cal_uniform
+        st.n_classes = n_classes
+        st.class_repeat = class_repeat
+        st.groups = _data(groups)
+        st.n_groups = 0 if groups is None else n_groups
+        st.groups_i64 = groups is not None and groups.dtype.itemsize == 8
+        st.n_boot = n_boot
+        st.seed = seed
+        st.position = position
+        # 8 copies of each slot while they all stay small, as the histogram's (fl_stats.h)
+        st.x_shift = 3 if st.cal_bins + st.n_classes + st.n_groups <= _COPIED_SLOTS else 0
+        cdef Py_ssize_t copies = 1 << st.x_shift
+        st.off_brier = 0
+        st.off_cal = 4
+        st.off_class = st.off_cal + (4 * (st.cal_bins + 1) * copies if st.cal_bins else 0)
+        st.off_group = st.off_class + (4 * (st.n_classes + 1) * copies if st.n_classes else 0)
+        st.off_boot = st.off_group + (4 * (st.n_groups + 1) * copies if st.n_groups else 0)
+        st.n_extra = st.off_boot + 2 * n_boot
+        if not (st.cal_bins or st.n_classes or st.n_groups or st.n_boot):
+            st.n_extra = 0
+        return self
+
+    def extras_layout(self):
+        """Where each extra sits in _run_blocks' folded extras (one double each): brier at 0,
+        then (calibration, class, group) slots of 4 (count and three sums; None when absent),
+        then the bootstrap's n_boot sums of s*l and n_boot of s*d."""
+        cdef fl_stats *st = &self.spec
+        at, parts = 1, []
+        for n in (st.cal_bins, st.n_classes, st.n_groups):
+            parts.append(slice(at, at + 4 * n) if n else None)
+            at += 4 * n
+        return (*parts, slice(at, at + 2 * st.n_boot) if st.n_boot else None, at + 2 * st.n_boot)
 
 
 cdef const fl_stats *_spec(Statistics stats):
     return NULL if stats is None else &stats.spec
+
+
+# Extras slots (calibration bins, classes, groups) up to this many keep 8 copies each.
+cdef Py_ssize_t _COPIED_SLOTS = 512
+
+
+cdef void _fold_extras(const fl_stats *st, const double *x, double *total) noexcept nogil:
+    """Add one superblock's extras x to the folded totals (extras_layout), copies in order."""
+    cdef Py_ssize_t copies = 1 << st.x_shift, at = 1, i, j, c, q
+    cdef Py_ssize_t offsets[3]
+    cdef Py_ssize_t sizes[3]
+    cdef double part
+    total[0] += x[st.off_brier]
+    offsets[0], offsets[1], offsets[2] = st.off_cal, st.off_class, st.off_group
+    sizes[0], sizes[1], sizes[2] = st.cal_bins, st.n_classes, st.n_groups
+    for i in range(3):
+        for j in range(sizes[i]):
+            for q in range(4):
+                part = 0
+                for c in range(copies):
+                    part += x[offsets[i] + ((j * copies + c) * 4) + q]
+                total[at + 4 * j + q] += part
+        at += 4 * sizes[i]
+    for j in range(2 * st.n_boot):
+        total[at + j] += x[st.off_boot + j]
+
+
+cdef inline void _run_superblock(fl_block_fn fn, const void *args, Py_ssize_t n,
+                                 Py_ssize_t block, Py_ssize_t first, Py_ssize_t last,
+                                 fl_block_result *results, long long *hist, double *extra,
+                                 Py_ssize_t n_extra, char *scratch) noexcept nogil:
+    """Blocks [first, last) into one zeroed set of extras."""
+    cdef Py_ssize_t b
+    memset(extra, 0, n_extra * sizeof(double))
+    for b in range(first, last):
+        results[b].extra = extra
+        _run_block(fn, args, n, block, b, results, hist, scratch)
 
 
 cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,
@@ -139,6 +229,29 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         hist_data = <long long *>cnp.PyArray_DATA(hist)
     # Each thread's staging buffers live in its own slice of scratch (not on its stack, which
     # may be small), 64-byte aligned.
+    # Extras: blocks are grouped into superblocks of a fixed number of blocks (a function of
+    # the extras' size, never of the thread count), each run by one thread into its own zeroed
+    # extras, which are then folded into the totals in superblock order: bitwise reproducible.
+    # Superblocks run in waves of a few per thread, so their extras take O(threads) memory.
+    cdef Py_ssize_t n_extra = 0 if stats is None else stats.spec.n_extra
+    cdef Py_ssize_t per_super = 1, n_super = 0, wave = 0, w0, w1, sb
+    cdef cnp.ndarray wave_extra = None, total_extra = None
+    cdef double *wave_data = NULL
+    cdef double *total_data = NULL
+    if n_extra:
+        # zeroing and folding a superblock's extras costs at most ~4 bytes per position
+        per_super = max(1, (n_extra * 2 + block - 1) // block)
+        n_super = (nblocks + per_super - 1) // per_super
+        n_threads = max(1, min(n_threads, n_super))
+        wave = 4 * n_threads
+        # each superblock's extras 64-byte aligned: a slot (32 bytes) never straddles two cache
+        # lines, which would stall every increment that reads the previous one's store
+        n_extra = (n_extra + 7) // 8 * 8
+        wave_extra = np.empty(wave * n_extra + 8, np.float64)
+        wave_data = <double *>cnp.PyArray_DATA(wave_extra)
+        wave_data += (64 - <size_t>wave_data % 64) % 64 // sizeof(double)
+        total_extra = np.zeros(stats.extras_layout()[4], np.float64)
+        total_data = <double *>cnp.PyArray_DATA(total_extra)
     cdef Py_ssize_t scratch_stride = (FL_SCRATCH_BYTES + 63) // 64 * 64
     cdef char *scratch_block = <char *>PyMem_Malloc(n_threads * scratch_stride + 64)
     cdef char *scratch = <char *>((<size_t>scratch_block + 63) // 64 * 64)
@@ -150,7 +263,27 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         raise MemoryError()
     try:
         with nogil:
-            if n_threads == 1:
+            if n_extra:
+                w0 = 0
+                while w0 < n_super:
+                    w1 = min(w0 + wave, n_super)
+                    if n_threads == 1:
+                        for sb in range(w0, w1):
+                            _run_superblock(fn, args, n, block, sb * per_super,
+                                            min((sb + 1) * per_super, nblocks), results,
+                                            hist_data, wave_data + (sb - w0) * n_extra, n_extra,
+                                            scratch)
+                    else:
+                        for sb in prange(w0, w1, num_threads=n_threads, schedule="static"):
+                            _run_superblock(fn, args, n, block, sb * per_super,
+                                            min((sb + 1) * per_super, nblocks), results,
+                                            hist_data + threadid() * hist_stride,
+                                            wave_data + (sb - w0) * n_extra, n_extra,
+                                            scratch + threadid() * scratch_stride)
+                    for sb in range(w0, w1):
+                        _fold_extras(&stats.spec, wave_data + (sb - w0) * n_extra, total_data)
+                    w0 = w1
+            elif n_threads == 1:
                 for b in range(nblocks):
                     _run_block(fn, args, n, block, b, results, hist_data, scratch)
             else:
@@ -177,7 +310,7 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
     slots = None
     if n_slots:  # without the scratch slots
         slots = hist.reshape(n_threads, n_slots, copies).sum(axis=(0, 2))[:n_slots - 2]
-    return loss, weight, flags, bad, (count, nan_count, lo, hi, slots)
+    return loss, weight, flags, bad, (count, nan_count, lo, hi, slots, total_extra)
 
 
 cdef inline void _run_block(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_t block,

@@ -2,9 +2,11 @@
 
 Each update is one fused kernel pass (src_c/fl_stats.h): the weighted sum, the sum of weights,
 count, min, max and the histogram of the per-position losses are accumulated (sums in float64)
-without the losses ever being stored.
+without the losses ever being stored, and, when asked for, calibration bins, per-class and
+per-group sums and bootstrap replicates (their state lives in fastloss/_extras.py).
 """
 import contextlib
+import copy
 import inspect
 import math
 import sys
@@ -13,7 +15,7 @@ from numbers import Integral
 
 import numpy as np
 
-from . import _kernels, _validate, losses
+from . import _extras, _kernels, _validate, losses
 
 def _parameters(kind, function):
     """A loss function's own parameters and their defaults: what StreamingLoss takes. The
@@ -149,6 +151,22 @@ def _statistics(bins, sample_weight):
                                bins.tol_abs, bins.tol_rel, bins.copy_shift, *sample_weight)
 
 
+def _group_ids(groups, shape):
+    """groups as one contiguous int32 or int64 id per position of a loss of this shape (the
+    kernel checks their range)."""
+    g = _validate.as_array(groups, "groups")
+    if g.dtype.kind not in "iu":
+        raise TypeError(f"groups must be an integer array; got dtype {g.dtype}")
+    try:
+        g = np.broadcast_to(g, shape)
+    except ValueError:
+        raise ValueError(f"groups of shape {g.shape} cannot be broadcast to the loss's shape "
+                         f"{shape} (one group per position)") from None
+    if g.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        g = g.astype(np.int64)  # uint64 beyond 2**63 wraps negative: out of range all the same
+    return np.ascontiguousarray(g).reshape(-1)
+
+
 def _read_only(a):
     """A read-only view of a: what a meter shows of its own arrays (a pickled copy's arrays
     come back writable)."""
@@ -219,15 +237,51 @@ class StreamingLoss:
     Counts stop at MAX_COUNT (2**63 - 1): an update or merge that would pass it raises
     OverflowError and leaves the state unchanged.
 
+    Extras, accumulated in the same kernel pass (src_c/fl_stats.h), None when not asked for:
+
+    - ``calibration_bins`` (an int: np.linspace(0, 1, n + 1) edges, or edges from 0 to 1):
+      the confidence of each position (binary losses: the predicted probability, the input or
+      sigmoid of the logit; softmax losses, class-index targets only: the top-1 probability,
+      "top-label" calibration, a row being right when its target's logit is the maximum) is
+      binned as ``np.histogram`` does (p == 1 in the last bin, where torchmetrics gives it a bin
+      of its own). Per bin: count, sum of s, of s*confidence and of s*outcome. ``ece``, ``mce``,
+      ``rms_ce`` (torchmetrics' CalibrationError with norm "l1", "max", "l2", s-weighted),
+      ``brier`` (binary: mean s*(p - y)^2 as sklearn's brier_score_loss; softmax: mean over
+      rows of sum_c (p_c - y_c)^2) and ``reliability()``.
+    - ``by_class=True``: ``class_sum``, ``class_weight_sum``, ``class_count``, ``class_mean``
+      per class (binary losses on (N, C, ...) input: per index of axis 1, the multi-label
+      case; softmax losses: per target class). ``n_groups=G`` with ``update(..., groups=ids)``:
+      ``group_sum``, ``group_weight_sum``, ``group_count``, ``group_mean`` per id in [0, G).
+      Their counts add up to ``count``.
+    - ``bootstrap=B, seed=s``: B replicates of sum and weight_sum, in which the stream's
+      positions, cut into units of 64 consecutive positions (fastloss._kernels.BOOT_UNIT,
+      counted from the first update), are weighted by Poisson(1) counts drawn from a hash of
+      (seed, unit, replicate): ``mean_ci(level)`` is their percentile interval. The same seed
+      and updates always give the same interval, any batching the same counts. Resampling units
+      rather than positions keeps the cost at B/64 draws per position; it assumes the units are
+      independent (shuffled data) and wants many of them (N >> 64*100). Merging adds the
+      replicates and the positions seen (the merged meter continues after both); meters of
+      different seeds refuse to merge, as their replicates weight the same positions
+      differently. Meters that each start at position 0 (workers) share their units' weights,
+      position by position: still a valid unit bootstrap, of pairs of units.
+
+    Extras' sums are combined in a fixed order (bitwise identical for any n_threads); across
+    batchings and merges their float64 sums agree to about 1e-15 like ``sum``, their counts
+    exactly. Memory O(bins + classes + groups + B), never O(N). Cost per position (1e7 BCE
+    with logits, one AMD EPYC core, plain mean 0.8 ns): 15 calibration bins +4 ns, 20 groups
+    +1.6 ns, 200 bootstrap replicates +5 ns.
+
     Raises
     ------
     ValueError
-        An unknown loss (the message lists the valid ones), invalid parameters or bins.
+        An unknown loss (the message lists the valid ones), invalid parameters, bins,
+        calibration_bins, n_groups, bootstrap or seed.
     TypeError
-        A parameter the loss does not take.
+        A parameter the loss does not take; by_class not a bool.
     """
 
-    def __init__(self, loss, *, bins=None, range=None, **params):
+    def __init__(self, loss, *, bins=None, range=None, calibration_bins=None, by_class=False,
+                 n_groups=None, bootstrap=None, seed=0, **params):
         if not isinstance(loss, str) or loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         self._loss = loss
@@ -262,6 +316,13 @@ class StreamingLoss:
                 self._params["label_smoothing"])
         self._kind = kind
         self._bins = _Bins.parse(bins, range)
+        self._calibration = _extras.Calibration.parse(calibration_bins)
+        if not isinstance(by_class, (bool, np.bool_)):
+            raise TypeError(f"by_class must be True or False; got {by_class!r}")
+        self._classes = _extras.Breakdown() if by_class else None
+        self._groups = None if n_groups is None else _extras.Breakdown(
+            _extras._int(n_groups, "n_groups", 1, _extras.MAX_SLOTS))
+        self._bootstrap = _extras.Bootstrap.parse(bootstrap, seed)
         # Guards the state (not the loss, parameters and bins, which never change).
         self._lock = threading.RLock()
         self.reset()
@@ -278,12 +339,22 @@ class StreamingLoss:
             self._slots = None if self._bins is None else np.zeros(self._bins.edges.size + 1,
                                                                    np.int64)
             self._n_classes = None
+            for extra in self._extras():
+                extra.reset()
+            if self._classes is not None:
+                self._classes = _extras.Breakdown()  # its size comes with the first update
         return self
+
+    def _extras(self):
+        return [e for e in (self._calibration, self._classes, self._groups, self._bootstrap)
+                if e is not None]
 
     def __getstate__(self):
         with self._lock:  # a consistent copy, whatever other threads do meanwhile
             state = {**self.__dict__, "_slots": None if self._slots is None
                      else self._slots.copy()}
+            for key in ("_calibration", "_classes", "_groups", "_bootstrap"):
+                state[key] = copy.deepcopy(state[key])
         del state["_lock"]
         return state
 
@@ -293,30 +364,48 @@ class StreamingLoss:
 
     # ---- accumulating ----
 
-    def update(self, input, target, weight=None, *, n_threads=None):
+    def update(self, input, target, weight=None, *, groups=None, n_threads=None):
         """Add one batch: input and target as the loss function takes them, and weight, an
         optional sample weight (non-negative, finite) that broadcasts to the input's shape
         (binary losses) or to the per-position loss's shape (N, d1, ..., dk) (softmax losses).
+        groups: with n_groups, each position's group, integers in [0, n_groups) broadcasting to
+        the same shape as weight (required then, refused otherwise).
 
         Returns self. Raises what the loss function raises for these arguments, ValueError for a
-        bad weight and, for softmax losses, for a number of classes that differs from earlier
-        batches, OverflowError when count would pass MAX_COUNT (2**63 - 1). On any error the
-        state is unchanged.
+        bad weight or groups and, for softmax losses, for a number of classes that differs from
+        earlier batches, OverflowError when count would pass MAX_COUNT (2**63 - 1). On any
+        error the state is unchanged.
 
         The pass over the data runs without the lock, in parallel with other threads' updates of
-        the same meter; only adding its result to the state is serialized.
+        the same meter; only adding its result to the state is serialized. With bootstrap, the
+        whole update holds the lock: the stream positions decide the replicates' weights.
         """
-        if self._kind == "binary":
-            batch = self._binary_batch(input, target, weight, n_threads)
-        else:
-            batch = self._softmax_batch(input, target, weight, n_threads)
-        total, weight_sum, (count, nan_count, lo, hi, slots), n_classes = batch
+        if (groups is None) != (self._groups is None):
+            raise ValueError("groups are required by, and only by, a meter with n_groups; this "
+                             f"one has n_groups={None if self._groups is None else self._groups.size}")
+        serial = self._lock if self._bootstrap is not None else contextlib.nullcontext()
+        with serial:
+            if self._kind == "binary":
+                batch = self._binary_batch(input, target, weight, groups, n_threads)
+            else:
+                batch = self._softmax_batch(input, target, weight, groups, n_threads)
+            self._add_batch(*batch)
+        return self
+
+    def _add_batch(self, total, weight_sum, stats, n_classes, classes, positions, layout):
+        count, nan_count, lo, hi, slots, folded = stats
         with self._lock:
             self._check_classes(n_classes, "input has {1} classes; earlier batches had {0}")
+            if None not in (self._classes and self._classes.size, classes) \
+                    and classes != self._classes.size:
+                raise ValueError(f"by_class: input has {classes} classes; earlier batches had "
+                                 f"{self._classes.size}")
             self._check_count(count, "this batch's")
             # Only now, after every check has passed, does the state change.
             if self._n_classes is None:
                 self._n_classes = n_classes
+            if self._classes is not None and self._classes.size is None and classes:
+                self._classes = _extras.Breakdown(classes)
             self._sum += total
             self._weight_sum += weight_sum
             self._count += count
@@ -325,7 +414,19 @@ class StreamingLoss:
             self._max = max(self._max, hi)
             if slots is not None:
                 self._slots += slots
-        return self
+            if folded is not None:
+                cal, by_class, by_group, boot, _ = layout
+                if self._calibration is not None:
+                    self._calibration.add(folded, cal, folded[0])
+                if by_class is not None:
+                    self._classes.add(folded, by_class)
+                if self._groups is not None:
+                    self._groups.add(folded, by_group)
+            if self._bootstrap is not None:
+                if folded is not None:
+                    self._bootstrap.add(folded, boot, positions)
+                else:  # an empty batch
+                    self._bootstrap.position += positions
 
     def _check_classes(self, n_classes, message):
         if None not in (self._n_classes, n_classes) and n_classes != self._n_classes:
@@ -337,20 +438,47 @@ class StreamingLoss:
             raise OverflowError(f"count would pass 2**63 - 1: {self._count} losses and "
                                 f"{whose} {count}; the state is unchanged")
 
-    def _binary_batch(self, input, target, weight, n_threads):
+    def _spec(self, sample_weight, groups, n_classes, class_repeat):
+        """The kernel's statistics arguments: histogram, sample weight and extras."""
+        stats = _statistics(self._bins, sample_weight)
+        if self._extras():
+            cal, boot = self._calibration, self._bootstrap
+            stats.extras(None if cal is None else cal.edges, bool(cal and cal.uniform),
+                         n_classes if self._classes is not None else 0, class_repeat, groups,
+                         0 if self._groups is None else self._groups.size,
+                         0 if boot is None else boot.n, 0 if boot is None else boot.seed,
+                         0 if boot is None else boot.position)
+        return stats
+
+    _EMPTY = (0, 0, math.inf, -math.inf, None, None)
+
+    def _binary_batch(self, input, target, weight, groups, n_threads):
         x, _, y, target_type, w, pw = losses._binary_operands(
             input, target, weight, self._params.get("pos_weight"))
         threads = _validate.thread_count(n_threads, x.size)
+        classes = class_repeat = None
+        if self._classes is not None:
+            if x.ndim < 2:
+                raise ValueError(f"by_class needs input with a class axis (N, C, ...); got shape "
+                                 f"{x.shape}")
+            classes, class_repeat = x.shape[1], math.prod(x.shape[2:])
+        ids = None if groups is None else _group_ids(groups, x.shape)
         if not x.size:
-            return 0.0, 0.0, (0, 0, math.inf, -math.inf, None), None
+            return 0.0, 0.0, self._EMPTY, None, classes, 0, None
         focal = {k: self._params[k] for k in ("alpha", "gamma") if k in self._params}
+        spec = self._spec(w, ids, classes or 0, class_repeat or 1)
         total, flags, weight_sum, stats = _kernels.binary_loss(
             self._loss, _validate.flat(x), _validate.flat(y), target_type, None, 1, 1, *pw,
-            None, threads, stats=_statistics(self._bins, w), **focal)
+            None, threads, stats=spec, **focal)
         losses._check_flags(flags)
-        return total, weight_sum, stats, None
+        self._check_groups(flags)
+        return total, weight_sum, stats, None, classes, x.size, spec.extras_layout()
 
-    def _softmax_batch(self, input, target, weight, n_threads):
+    def _check_groups(self, flags):
+        if flags & _kernels.BAD_GROUP:
+            raise ValueError(f"groups must be integers in [0, {self._groups.size}) (n_groups)")
+
+    def _softmax_batch(self, input, target, weight, groups, n_threads):
         gamma = self._params.get("gamma", 0.0)
         x, _, _, loss_shape, t, target_type, w, ignore, eps = losses._softmax_operands(
             input, target, self._params["weight"], self._params["ignore_index"],
@@ -358,6 +486,10 @@ class StreamingLoss:
         n, n_classes, n_spatial = x.shape
         # checked again as the state changes, for an update in another thread meanwhile
         self._check_classes(n_classes, "input has {1} classes; earlier batches had {0}")
+        probabilities = target_type == _validate.TARGET_PROBABILITIES
+        for name, extra in (("calibration_bins", self._calibration), ("by_class", self._classes)):
+            if extra is not None and probabilities:
+                raise ValueError(f"{name} needs class-index targets; got class probabilities")
         sample_weight = (None, 1, 1)
         if weight is not None:
             s = _validate.as_array(weight, "weight")
@@ -370,15 +502,18 @@ class StreamingLoss:
                                  f"shape {loss_shape} (one weight per position)") from None
             s = np.ascontiguousarray(s, x.dtype).reshape(-1)
             sample_weight = (s, max(s.size, 1), 1)
+        ids = None if groups is None else _group_ids(groups, loss_shape)
         threads = _validate.thread_count(n_threads, x.size)
+        classes = n_classes if self._classes is not None else None
         if not n * n_spatial:
-            return 0.0, 0.0, (0, 0, math.inf, -math.inf, None), n_classes
+            return 0.0, 0.0, self._EMPTY, n_classes, classes, 0, None
+        spec = self._spec(sample_weight, ids, n_classes, 1)
         total, weight_sum, bad, flags, stats = _kernels.cross_entropy_loss(
-            x, t, target_type, w, ignore, eps, None, threads, gamma != 0, gamma,
-            stats=_statistics(self._bins, sample_weight))
+            x, t, target_type, w, ignore, eps, None, threads, gamma != 0, gamma, stats=spec)
         losses._check_indices(bad, t)
         losses._check_flags(flags)
-        return total, weight_sum, stats, n_classes
+        self._check_groups(flags)
+        return total, weight_sum, stats, n_classes, classes, n * n_spatial, spec.extras_layout()
 
     def merge(self, other):
         """Fold the state of other (a StreamingLoss of the same loss, parameters and bins) into
@@ -396,6 +531,7 @@ class StreamingLoss:
                              f"{self._json_params()} and {other._json_params()}")
         if self._bins != other._bins:
             raise ValueError("cannot merge meters with different bins")
+        self._check_same_extras(other)
         with contextlib.ExitStack() as locked:
             # both states, locked in one global order: a.merge(b) and b.merge(a) at once
             # cannot deadlock
@@ -403,6 +539,21 @@ class StreamingLoss:
                 locked.enter_context(meter._lock)
             self._check_classes(other._n_classes, "cannot merge meters of {0} and {1} classes")
             self._check_count(other._count, "the other meter's")
+            classes = self._classes and other._classes
+            if classes and None not in (self._classes.size, other._classes.size) \
+                    and self._classes.size != other._classes.size:
+                raise ValueError(f"cannot merge meters of {self._classes.size} and "
+                                 f"{other._classes.size} classes (by_class)")
+            if self._calibration is not None:
+                self._calibration.merge(other._calibration)
+            if classes and other._classes.size is not None:
+                if self._classes.size is None:
+                    self._classes = _extras.Breakdown(other._classes.size)
+                self._classes.merge(other._classes)
+            if self._groups is not None:
+                self._groups.merge(other._groups)
+            if self._bootstrap is not None:
+                self._bootstrap.merge(other._bootstrap)
             if self._slots is not None:
                 self._slots += other._slots
             self._sum += other._sum
@@ -414,6 +565,22 @@ class StreamingLoss:
             if self._n_classes is None:
                 self._n_classes = other._n_classes
         return self
+
+    def _check_same_extras(self, other):
+        for name, mine, theirs in (
+                ("calibration bins", self._calibration, other._calibration),
+                ("by_class", self._classes is not None, other._classes is not None),
+                ("n_groups", self._groups and self._groups.size,
+                 other._groups and other._groups.size),
+                ("bootstrap replicates", self._bootstrap and self._bootstrap.n,
+                 other._bootstrap and other._bootstrap.n)):
+            if mine != theirs:
+                raise ValueError(f"cannot merge meters with different {name}")
+        if self._bootstrap is not None and self._bootstrap.seed != other._bootstrap.seed:
+            # replicates of different seeds weight the same positions differently: their sums
+            # would be no replicate of either
+            raise ValueError(f"cannot merge bootstrap meters of different seeds "
+                             f"({self._bootstrap.seed} and {other._bootstrap.seed})")
 
     # ---- results ----
 
@@ -478,9 +645,89 @@ class StreamingLoss:
         """Loss values above the last edge (0 without bins)."""
         return 0 if self._slots is None else int(self._slots[-1])
 
+    # Calibration (calibration_bins): None without it. With sample weights s, each bin's
+    # share, mean confidence and accuracy are s-weighted (without, the plain counts).
+
+    def _calibrated(self, result):
+        if self._calibration is None:
+            return None
+        with self._lock:
+            return getattr(self._calibration, result)
+
+    @property
+    def ece(self):
+        """Expected calibration error: sum over bins of share * |accuracy - confidence|
+        (torchmetrics' calibration error with norm="l1"); nan before any position."""
+        return self._calibrated("ece")
+
+    @property
+    def mce(self):
+        """Maximum calibration error: max over non-empty bins of |accuracy - confidence|
+        (norm="max")."""
+        return self._calibrated("mce")
+
+    @property
+    def rms_ce(self):
+        """Root-mean-square calibration error: sqrt(sum of share * (accuracy - confidence)^2)
+        (norm="l2")."""
+        return self._calibrated("rms_ce")
+
+    @property
+    def brier(self):
+        """Brier score: the s-weighted mean of (p - y)^2 (binary losses, scikit-learn's
+        brier_score_loss) or of sum_c (p_c - y_c)^2 over rows (softmax losses, y one-hot)."""
+        return self._calibrated("brier")
+
+    def reliability(self):
+        """The reliability diagram's data, a dict of NumPy arrays: "edges" (bins + 1),
+        per bin "count", "weight" (sum of s), "confidence" and "accuracy" (s-weighted means;
+        nan for empty bins). None without calibration bins."""
+        if self._calibration is None:
+            return None
+        with self._lock:
+            return self._calibration.reliability()
+
+    # Breakdowns (by_class, n_groups): NumPy arrays with one entry per class or group, None
+    # without them (by_class: also before the first batch, which fixes the number of classes).
+
+    def _breakdown(self, which, result):
+        b = self._classes if which == "class" else self._groups
+        if b is None or b.size is None:
+            return None
+        with self._lock:
+            return getattr(b, result).copy()
+
+    class_sum = property(lambda self: self._breakdown("class", "sum"),
+                         doc="Per class (binary: column of axis 1; softmax: target class): sum.")
+    class_weight_sum = property(lambda self: self._breakdown("class", "weight_sum"),
+                                doc="Per class: weight_sum.")
+    class_count = property(lambda self: self._breakdown("class", "count"),
+                           doc="Per class: count.")
+    class_mean = property(lambda self: self._breakdown("class", "mean"),
+                          doc="Per class: sum / weight_sum (nan for a class without weight).")
+    group_sum = property(lambda self: self._breakdown("group", "sum"),
+                         doc="Per group (update's groups): sum.")
+    group_weight_sum = property(lambda self: self._breakdown("group", "weight_sum"),
+                                doc="Per group: weight_sum.")
+    group_count = property(lambda self: self._breakdown("group", "count"),
+                           doc="Per group: count.")
+    group_mean = property(lambda self: self._breakdown("group", "mean"),
+                          doc="Per group: sum / weight_sum (nan for a group without weight).")
+
+    def mean_ci(self, level=0.95):
+        """The bootstrap percentile interval (lo, hi) of mean at this level: the quantiles
+        (1 - level)/2 and (1 + level)/2 of the B replicates' sum / weight_sum. (nan, nan) when a
+        replicate's mean is nan (a nan loss, or no weight in it). Raises ValueError without
+        bootstrap or for a level outside (0, 1)."""
+        if self._bootstrap is None:
+            raise ValueError("mean_ci needs a meter made with bootstrap=B")
+        with self._lock:
+            return self._bootstrap.mean_ci(level)
+
     def __repr__(self):
+        extra = "" if self._calibration is None else f", ece={self.ece!r}"
         return (f"StreamingLoss({self._loss!r}, count={self._count}, mean={self.mean!r}, "
-                f"min={self.min!r}, max={self.max!r})")
+                f"min={self.min!r}, max={self.max!r}{extra})")
 
     # ---- serialization ----
 
@@ -497,11 +744,22 @@ class StreamingLoss:
                 bins = {"edges": self._bins.edges.tolist()}
                 hist = {"counts": self._slots[1:-1].tolist(), "underflow": self.underflow,
                         "overflow": self.overflow}
-            return {"loss": self._loss, "params": self._json_params(), "bins": bins,
-                    "n_classes": self._n_classes, "count": self._count,
-                    "nan_count": self._nan_count, "sum": _json_float(self._sum),
-                    "weight_sum": _json_float(self._weight_sum), "min": _json_float(self._min),
-                    "max": _json_float(self._max), "histogram": hist}
+            state = {"loss": self._loss, "params": self._json_params(), "bins": bins,
+                     "n_classes": self._n_classes, "count": self._count,
+                     "nan_count": self._nan_count, "sum": _json_float(self._sum),
+                     "weight_sum": _json_float(self._weight_sum), "min": _json_float(self._min),
+                     "max": _json_float(self._max), "histogram": hist}
+            # the extras, only when asked for (a state without them reads as before)
+            if self._calibration is not None:
+                state["calibration"] = self._calibration.to_dict()
+            if self._classes is not None:
+                state["by_class"] = None if self._classes.size is None \
+                    else self._classes.to_dict()
+            if self._groups is not None:
+                state["groups"] = self._groups.to_dict()
+            if self._bootstrap is not None:
+                state["bootstrap"] = self._bootstrap.to_dict()
+            return state
 
     @classmethod
     def from_dict(cls, state):
@@ -520,9 +778,11 @@ class StreamingLoss:
 
         keys = {"loss", "params", "bins", "n_classes", "count", "nan_count", "sum",
                 "weight_sum", "min", "max", "histogram"}
-        if not isinstance(state, dict) or set(state) != keys:
+        optional = {"calibration", "by_class", "groups", "bootstrap"}
+        if not isinstance(state, dict) or not keys <= set(state) <= keys | optional:
             got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-            raise invalid(f"expected the keys {sorted(keys)}; got {got}")
+            raise invalid(f"expected the keys {sorted(keys)} and any of {sorted(optional)}; "
+                          f"got {got}")
         loss, params = state["loss"], state["params"]
         if not isinstance(loss, str) or loss not in LOSSES:
             raise invalid(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -556,10 +816,60 @@ class StreamingLoss:
         m._n_classes = n_classes
         for key in ("sum", "weight_sum", "min", "max"):
             setattr(m, "_" + key, _from_json_float(state[key], key))
+        m._extras_from_dict(state)
         why = m._check_state()
         if why:
             raise invalid(why)
         return m
+
+    def _extras_from_dict(self, state):
+        if "calibration" in state:
+            self._calibration = _extras.Calibration.from_dict(state["calibration"])
+        if "by_class" in state:
+            d = state["by_class"]
+            size = len(d["count"]) if isinstance(d, dict) and isinstance(
+                d.get("count"), list) else None
+            if d is not None and not size:
+                raise ValueError("not a StreamingLoss state: by_class must be None or a dict of "
+                                 "per-class lists")
+            self._classes = _extras.Breakdown() if d is None \
+                else _extras.Breakdown.from_dict(d, size, "by_class")
+        if "groups" in state:
+            d = state["groups"]
+            size = len(d["count"]) if isinstance(d, dict) and isinstance(
+                d.get("count"), list) else 0
+            if not 1 <= size <= _extras.MAX_SLOTS:
+                raise ValueError("not a StreamingLoss state: groups must be a dict of per-group "
+                                 "lists")
+            self._groups = _extras.Breakdown.from_dict(d, size, "groups")
+        if "bootstrap" in state:
+            self._bootstrap = _extras.Bootstrap.from_dict(state["bootstrap"])
+
+    def _check_extras(self, weights_non_negative):
+        """What is wrong with the extras' state, or None (see _check_state)."""
+        count = self._count
+        if self._calibration is not None:
+            why = self._calibration.check(count)
+            if why:
+                return why
+        if self._classes is not None:
+            if self._classes.size is None:
+                if count:
+                    return "by_class must hold the per-class sums once there are losses"
+            else:
+                if self._kind == "softmax" and self._n_classes not in (None,
+                                                                       self._classes.size):
+                    return "by_class must have one entry per class"
+                why = self._classes.check(count, "class", weights_non_negative)
+                if why:
+                    return why
+        if self._groups is not None:
+            why = self._groups.check(count, "group", weights_non_negative)
+            if why:
+                return why
+        if self._bootstrap is not None:
+            return self._bootstrap.check(count, weights_non_negative)
+        return None
 
     def _check_state(self):
         """What is wrong with the state, or None: the relations every sequence of updates and
@@ -596,9 +906,10 @@ class StreamingLoss:
         if total > 0 and not hi > 0 or total < 0 and not lo < 0:
             return f"sum {total} must have the sign of a loss between min {lo} and max {hi}"
         # weight_sum adds s*d with s >= 0 and d a class weight (index targets) or 1
-        if (class_weight is None or np.all(class_weight >= 0)) and not weights >= 0:
+        weights_non_negative = class_weight is None or bool(np.all(class_weight >= 0))
+        if weights_non_negative and not weights >= 0:
             return f"weight_sum must be >= 0; got {weights}"
-        return None
+        return self._check_extras(weights_non_negative)
 
     def _slot(self, v):
         """The histogram slot of a loss v that is not nan, as fl_hist_slot places it."""

@@ -169,15 +169,23 @@ typedef struct {
     int int_gamma;                    /* gamma if it is an integer 0..4, else -1 */
 } FL_S(fl_focal_params);
 
-/* One chunk of one loss: stores the losses to out, returns their float sum and sets FL_BAD_*
- * flags. loss and has_* are constants after inlining, so each combination is its own vectorized
- * loop. */
+/* The predicted probability of a logit x: sigmoid(x) = 1/(1+t) for x >= 0 and t/(1+t) below,
+ * with t = exp(-|x|) (no cancellation; the loss formulas compute the same t, and the compiler
+ * shares it). */
+FL_INLINE FL_T FL_S(fl_sigmoid)(FL_T x) {
+    FL_T t = FL_S(fl_exp_nonpos)(-(x < 0 ? -x : x));
+    return (x >= 0 ? 1 : t) / (1 + t);
+}
+
+/* One chunk of one loss: stores the losses to out (and with want_p each element's predicted
+ * probability to p), returns their float sum and sets FL_BAD_* flags. loss and the flags are
+ * constants after inlining, so each combination is its own vectorized loop. */
 FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict y,
                                     const FL_T *restrict w, const FL_T *restrict pw,
-                                    FL_T *restrict out, ptrdiff_t len,
+                                    FL_T *restrict out, FL_T *restrict p, ptrdiff_t len,
                                     FL_S(fl_focal_params) f, int *flags, const int loss,
                                     const int has_w, const int has_pw, const int general_gamma,
-                                    const int hard /* every y is 0 or 1 */) {
+                                    const int hard /* every y is 0 or 1 */, const int want_p) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
@@ -199,6 +207,7 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
                                        general_gamma ? -1 : f.int_gamma, hard);
         }
         if (has_w) l = FL_S(fl_coef)(w[k], l);
+        if (want_p) p[k] = loss == FL_LOSS_BCE ? xk : FL_S(fl_sigmoid)(xk);
         out[k] = l;
         sum += l;
     }
@@ -209,12 +218,12 @@ FL_INLINE FL_T FL_S(fl_binary_loop)(const FL_T *restrict x, const FL_T *restrict
 
 #undef FL_OUTSIDE_UNIT
 
-/* A block is read in chunks of FL_CHUNK elements, staged in five buffers of FL_CHUNK values in
+/* A block is read in chunks of FL_CHUNK elements, staged in six buffers of FL_CHUNK values in
  * the thread's scratch memory. Chunk sums (float lanes) are added in double; a chunk whose float
  * sum overflows (float32 losses near FLT_MAX) is summed again in double from its stored losses,
  * so "sum" and "mean" are finite whenever the float64 sum is. With statistics, each chunk's
  * losses are staged in lbuf and accumulated by fl_stats_chunk, with the weight operand as the
- * sample weight. */
+ * sample weight (and, for calibration, the predicted probabilities staged in pbuf). */
 FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
                                      fl_block_result *result, const int loss) {
     const fl_binary_args *a = (const fl_binary_args *)args;
@@ -226,10 +235,11 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
      * and its integer-ness decided on that value: below float's smallest subnormal it is 0 */
     f.gamma = a->gamma < FL_MAX ? (FL_T)a->gamma : FL_MAX;
     f.int_gamma = f.gamma <= 4 && f.gamma == (int)f.gamma ? (int)f.gamma : -1;
-    _Static_assert(5 * FL_CHUNK * sizeof(FL_T) <= FL_KERNEL_SCRATCH,
+    _Static_assert(6 * FL_CHUNK * sizeof(FL_T) <= FL_KERNEL_SCRATCH,
                    "the staging buffers exceed the scratch memory");
     FL_T *xbuf = (FL_T *)result->scratch, *ybuf = xbuf + FL_CHUNK, *wbuf = ybuf + FL_CHUNK;
-    FL_T *pwbuf = wbuf + FL_CHUNK, *lbuf = pwbuf + FL_CHUNK;
+    FL_T *pwbuf = wbuf + FL_CHUNK, *lbuf = pwbuf + FL_CHUNK, *pbuf = lbuf + FL_CHUNK;
+    const int want_p = st && st->cal_bins;
     double sum = 0;
     int flags = 0;
     for (ptrdiff_t at = start, n; at < start + len; at += n) {
@@ -253,11 +263,12 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
         }
         const FL_T *w_loop = st ? NULL : w;
         int chunk_flags;
-#define FL_CALL(has_w, has_pw, general, hard)                                            \
-    FL_S(fl_binary_loop)(x, y, w_loop, pw, out, n_loop, f, &chunk_flags, loss, has_w, has_pw, \
-                         general, hard)
-#define FL_VARIANTS(has_pw, general, hard) \
-    (w_loop ? FL_CALL(1, has_pw, general, hard) : FL_CALL(0, has_pw, general, hard))
+#define FL_CALL(has_w, has_pw, general, hard, want_p)                                    \
+    FL_S(fl_binary_loop)(x, y, w_loop, pw, out, pbuf, n_loop, f, &chunk_flags, loss, has_w,  \
+                         has_pw, general, hard, want_p)
+#define FL_VARIANTS(has_pw, general, hard)                                              \
+    (want_p   ? FL_CALL(0, has_pw, general, hard, 1)                                    \
+     : w_loop ? FL_CALL(1, has_pw, general, hard, 0) : FL_CALL(0, has_pw, general, hard, 0))
         /* hard labels spare a logarithm in BCE and in the focal loss of non-integer gamma */
         const int general = f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL;
         const int hard = (loss == FL_LOSS_BCE || general) && FL_S(fl_all_hard)(y, n_loop);
@@ -278,8 +289,8 @@ FL_INLINE void FL_S(fl_binary_block)(const void *args, ptrdiff_t start, ptrdiff_
         flags |= chunk_flags;
         if (a->out && out == lbuf && !st) memcpy((FL_T *)a->out + at, lbuf, (size_t)n * sizeof(FL_T));
         if (st) {
-            if (w) FL_S(fl_stats_chunk)(st, lbuf, w, NULL, NULL, n, result, 1, 0);
-            else FL_S(fl_stats_chunk)(st, lbuf, NULL, NULL, NULL, n, result, 0, 0);
+            if (w) FL_S(fl_stats_chunk)(st, lbuf, w, NULL, NULL, at, n, pbuf, y, NULL, result, 1, 0);
+            else FL_S(fl_stats_chunk)(st, lbuf, NULL, NULL, NULL, at, n, pbuf, y, NULL, result, 0, 0);
         }
     }
     if (!st) result->loss = sum;

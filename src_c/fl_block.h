@@ -30,7 +30,8 @@
 /* Bits of fl_block_result.flags; the Python layer turns them into exceptions. */
 enum { FL_BAD_INPUT = 1,    /* a probability outside [0, 1] or nan */
        FL_BAD_TARGET = 2,   /* a target outside [0, 1] or nan */
-       FL_BAD_WEIGHT = 4 }; /* a sample weight that is negative, infinite or nan */
+       FL_BAD_WEIGHT = 4,   /* a sample weight that is negative, infinite or nan */
+       FL_BAD_GROUP = 8 };  /* a group id outside [0, n_groups) */
 
 typedef struct {
     double loss;    /* sum of the block's losses */
@@ -41,6 +42,7 @@ typedef struct {
     ptrdiff_t count, nan_count; /* positions that have a loss; those whose loss is nan */
     double min, max;            /* over the losses that are not nan */
     long long *hist;            /* the calling thread's histogram counters (added to) */
+    double *extra;              /* the superblock's extras (fl_stats.h), added to */
     /* The calling thread's scratch memory, FL_SCRATCH_BYTES, aligned to 64 bytes: the staging
      * buffers live there, not on the stack, so that the kernels run in threads with small stacks
      * (Python allows 32 KiB, OMP_STACKSIZE less). */
@@ -48,9 +50,9 @@ typedef struct {
 } fl_block_result;
 
 /* Scratch memory per thread: the kernel's staging buffers (at most FL_KERNEL_SCRATCH bytes), then
- * the statistics' counter indices (FL_CHUNK ints). */
+ * the statistics' counter indices and the extras' slot indices (FL_CHUNK ints each). */
 #define FL_KERNEL_SCRATCH (48 * 1024)
-#define FL_SCRATCH_BYTES (FL_KERNEL_SCRATCH + FL_CHUNK * sizeof(int))
+#define FL_SCRATCH_BYTES (FL_KERNEL_SCRATCH + 4 * FL_CHUNK * sizeof(int))
 
 /* A weight broadcast to the input without being expanded: element i reads
  * data[(i / repeat) % period]. Callers pass data tiled to period + FL_BLOCK - 1 elements when

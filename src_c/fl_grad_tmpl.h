@@ -363,10 +363,10 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
 #define FL_ROWS(kind)                                                                   \
     for (ptrdiff_t l = 0; l < lanes; l++)                                               \
         FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,  \
-                              &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], kind)
+                              &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], NULL, kind, 0)
 #define FL_TILE(kind)                                                                  \
     FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest, half_dist, \
-                           a_sum, kind)
+                           a_sum, NULL, kind, 0)
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;

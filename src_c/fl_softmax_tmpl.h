@@ -83,13 +83,15 @@ FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, 
 /* ---- Statistics of positions ---- */
 
 /* The sums of one class c of one position, with d = z_c - m <= 0 and m_half = m/2: se and rest
- * (see fl_log_se), and for smoothing or probability targets half_dist and a_sum (see
+ * (see fl_log_se), with want_sq (calibration's Brier score) sq, the sum of exp(z_c - m)^2 over
+ * the classes below the maximum, and for smoothing or probability targets half_dist and a_sum (see
  * fl_ce_smoothed and fl_ce_probabilities). */
-#define FL_CE_ACCUMULATE(kind, z_c, y_c, w_c, m_half, d, se, rest, half_dist, a_sum)           \
+#define FL_CE_ACCUMULATE(kind, z_c, y_c, w_c, m_half, d, se, rest, half_dist, a_sum, sq)       \
     do {                                                                                       \
         FL_T e_ = FL_S(fl_exp_nonpos)(d);                                                      \
         se += e_;                                                                              \
         rest += (d) == 0 ? 0 : e_;                                                             \
+        if (want_sq) sq += (d) == 0 ? 0 : e_ * e_;                                             \
         /* m/2 - z/2 is exact up to one rounding and cannot overflow */                        \
         if (kind == FL_CE_SMOOTHED)                                                            \
             half_dist += FL_S(fl_coef_inf)((w_c) * eps_over_c, (m_half) - (z_c) * (FL_T)0.5);  \
@@ -108,7 +110,7 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
                                       const FL_T *restrict w, FL_T keep, FL_T eps_over_c,
                                       FL_T *restrict m, FL_T *restrict se, FL_T *restrict rest,
                                       FL_T *restrict half_dist, FL_T *restrict a_sum,
-                                      const int kind) {
+                                      FL_T *restrict sq, const int kind, const int want_sq) {
     for (ptrdiff_t l = 0; l < lanes; l++) m[l] = z[l];
     for (ptrdiff_t c = 1; c < C; c++) {
         const FL_T *zc = z + c * cs;
@@ -118,6 +120,7 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
 #pragma omp simd
     for (ptrdiff_t l = 0; l < lanes; l++) {
         se[l] = rest[l] = 0;
+        if (want_sq) sq[l] = 0;
         if (kind != FL_CE_PLAIN) half_dist[l] = a_sum[l] = 0;
     }
     for (ptrdiff_t c = 0; c < C; c++) {
@@ -128,7 +131,7 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
         for (ptrdiff_t l = 0; l < lanes; l++) {
             FL_T d = zc[l] - m[l];
             FL_CE_ACCUMULATE(kind, zc[l], yc[l], wc, m[l] * (FL_T)0.5, d, se[l], rest[l],
-                             half_dist[l], a_sum[l]);
+                             half_dist[l], a_sum[l], sq[l]);
         }
     }
 }
@@ -139,30 +142,33 @@ FL_INLINE void FL_S(fl_ce_tile_stats)(const FL_T *restrict z, const FL_T *restri
 FL_INLINE void FL_S(fl_ce_row_stats)(const FL_T *restrict z, const FL_T *restrict y,
                                      ptrdiff_t C, const FL_T *restrict w, FL_T keep,
                                      FL_T eps_over_c, FL_T *m_out, FL_T *se_out, FL_T *rest_out,
-                                     FL_T *half_dist_out, FL_T *a_sum_out, const int kind) {
+                                     FL_T *half_dist_out, FL_T *a_sum_out, FL_T *sq_out,
+                                     const int kind, const int want_sq) {
     FL_T m = z[0];
 #pragma omp simd reduction(max : m)
     for (ptrdiff_t c = 0; c < C; c++) m = z[c] > m ? z[c] : m;
     const FL_T m_half = m * (FL_T)0.5;
-    double se_all = 0, rest_all = 0, half_dist_all = 0, a_sum_all = 0;
+    double se_all = 0, rest_all = 0, half_dist_all = 0, a_sum_all = 0, sq_all = 0;
     for (ptrdiff_t c0 = 0; c0 < C; c0 += FL_CE_CLASS_CHUNK) {
         const ptrdiff_t c1 = C - c0 < FL_CE_CLASS_CHUNK ? C : c0 + FL_CE_CLASS_CHUNK;
-        FL_T se = 0, rest = 0, half_dist = 0, a_sum = 0;
-#pragma omp simd reduction(+ : se, rest, half_dist, a_sum)
+        FL_T se = 0, rest = 0, half_dist = 0, a_sum = 0, sq = 0;
+#pragma omp simd reduction(+ : se, rest, half_dist, a_sum, sq)
         for (ptrdiff_t c = c0; c < c1; c++) {
             FL_T d = z[c] - m;
-            FL_CE_ACCUMULATE(kind, z[c], y[c], w[c], m_half, d, se, rest, half_dist, a_sum);
+            FL_CE_ACCUMULATE(kind, z[c], y[c], w[c], m_half, d, se, rest, half_dist, a_sum, sq);
         }
         se_all += se;
         rest_all += rest;
         half_dist_all += half_dist;
         a_sum_all += a_sum;
+        sq_all += sq;
     }
     *m_out = m;
     *se_out = (FL_T)se_all;
     *rest_out = (FL_T)rest_all;
     *half_dist_out = (FL_T)half_dist_all;
     *a_sum_out = (FL_T)a_sum_all;
+    if (want_sq) *sq_out = (FL_T)sq_all;
 }
 
 #undef FL_CE_ACCUMULATE
@@ -265,7 +271,7 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     const int transpose = S == 1 && C < FL_CE_ROW_MIN_CLASSES;
 
     /* the staging buffers, in the thread's scratch memory (FL_KERNEL_SCRATCH) */
-    _Static_assert((2 * FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES + 9 * FL_CE_LANES) * sizeof(FL_T)
+    _Static_assert((2 * FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES + 13 * FL_CE_LANES) * sizeof(FL_T)
                    + FL_CE_LANES * (sizeof(long long) + sizeof(int)) <= FL_KERNEL_SCRATCH,
                    "the softmax staging buffers exceed the scratch memory");
     FL_T *ztile = (FL_T *)result->scratch;
@@ -276,6 +282,11 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     FL_T *losses = w_t + FL_CE_LANES, *swbuf = losses + FL_CE_LANES;
     long long *idx = (long long *)(swbuf + FL_CE_LANES);
     int *target = (int *)(idx + FL_CE_LANES); /* each lane's class, or -1: ignored, out of range */
+    /* calibration (index targets): sq (see FL_CE_ACCUMULATE), each lane's confidence, outcome
+     * and Brier term */
+    FL_T *sq = (FL_T *)(target + FL_CE_LANES), *conf = sq + FL_CE_LANES;
+    FL_T *outcome = conf + FL_CE_LANES, *brier = outcome + FL_CE_LANES;
+    const int want_sq = st && st->cal_bins && !probabilities;
     const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
@@ -306,20 +317,24 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         }
 
         /* the statistics, with kind a constant in each instantiated loop (focal as plain) */
-#define FL_BY_KIND(CALL)                                       \
-    switch (kind) {                                            \
-    case FL_CE_SMOOTHED: CALL(FL_CE_SMOOTHED); break;          \
-    case FL_CE_PROBABILITIES: CALL(FL_CE_PROBABILITIES); break; \
-    case FL_CE_FOCAL: /* the same sums as plain */             \
-    default: CALL(FL_CE_PLAIN);                                \
+#define FL_BY_KIND(CALL)                                                             \
+    switch (kind) {                                                                  \
+    case FL_CE_SMOOTHED:                                                             \
+        if (want_sq) CALL(FL_CE_SMOOTHED, 1); else CALL(FL_CE_SMOOTHED, 0);          \
+        break;                                                                       \
+    case FL_CE_PROBABILITIES: CALL(FL_CE_PROBABILITIES, 0); break;                   \
+    case FL_CE_FOCAL: /* the same sums as plain */                                   \
+    default:                                                                         \
+        if (want_sq) CALL(FL_CE_PLAIN, 1); else CALL(FL_CE_PLAIN, 0);                \
     }
-#define FL_ROWS(kind)                                                                   \
-    for (ptrdiff_t l = 0; l < lanes; l++)                                               \
-        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,  \
-                              &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], kind)
-#define FL_TILE(kind)                                                                  \
-    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest, half_dist, \
-                           a_sum, kind)
+#define FL_ROWS(kind, want_sq)                                                           \
+    for (ptrdiff_t l = 0; l < lanes; l++)                                                \
+        FL_S(fl_ce_row_stats)(z + l * C, y ? y + l * C : NULL, C, w, keep, eps_over_c,   \
+                              &m[l], &se[l], &rest[l], &half_dist[l], &a_sum[l], &sq[l], \
+                              kind, want_sq)
+#define FL_TILE(kind, want_sq)                                                           \
+    FL_S(fl_ce_tile_stats)(z, y, cs, C, lanes, w, keep, eps_over_c, m, se, rest,         \
+                           half_dist, a_sum, sq, kind, want_sq)
         if (S == 1 && !transpose) {
             cs = 1;
             ls = C;
@@ -387,12 +402,35 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
             loss_sum += sum;
             continue;
         }
+        if (want_sq) {
+            /* top-label calibration: the top-1 probability is 1/se; the row is right when its
+             * target's logit is the maximum (ties count as right). Brier: sum_c (p_c - y_c)^2 =
+             * (1 - p_t)^2 + sum_{c != t} p_c^2 = (other^2 + other_sq) / se^2, with other as in
+             * fl_softmax_focal (no cancellation) and other_sq = sum_{c != t} exp(z_c - m)^2 =
+             * (ties - e_t^2) + sq, ties the number of maxima (se - rest, an integer). */
+#pragma omp simd
+            for (ptrdiff_t l = 0; l < lanes; l++) {
+                FL_T e_t = FL_S(fl_exp_nonpos)(z_t[l] - m[l]);
+                int at_max = z_t[l] == m[l];
+                FL_T other = at_max && FL_S(fl_one_maximum)(se[l], rest[l]) ? rest[l]
+                                                                           : se[l] - e_t;
+                FL_T ties = (FL_T)(int)(se[l] - rest[l] + (FL_T)0.5);
+                FL_T other_sq = (ties - e_t * e_t) + sq[l];
+                conf[l] = 1 / se[l];
+                outcome[l] = at_max ? 1 : 0;
+                brier[l] = (other * other + other_sq) / (se[l] * se[l]);
+            }
+        }
         const FL_T *sw = FL_S(fl_read_operand)(&st->sample_weight, p, lanes, swbuf);
         const int *rows = probabilities ? NULL : target;
-        if (sw && rows) FL_S(fl_stats_chunk)(st, losses, sw, w_t, rows, lanes, result, 1, 1);
-        else if (sw) FL_S(fl_stats_chunk)(st, losses, sw, NULL, NULL, lanes, result, 1, 0);
-        else if (rows) FL_S(fl_stats_chunk)(st, losses, NULL, w_t, rows, lanes, result, 0, 1);
-        else FL_S(fl_stats_chunk)(st, losses, NULL, NULL, NULL, lanes, result, 0, 0);
+#define FL_STATS(s, d, r, has_s, has_rows)                                                 \
+    FL_S(fl_stats_chunk)(st, losses, s, d, r, p, lanes, conf, outcome, brier, \
+                         result, has_s, has_rows)
+        if (sw && rows) FL_STATS(sw, w_t, rows, 1, 1);
+        else if (sw) FL_STATS(sw, NULL, NULL, 1, 0);
+        else if (rows) FL_STATS(NULL, w_t, rows, 0, 1);
+        else FL_STATS(NULL, NULL, NULL, 0, 0);
+#undef FL_STATS
     }
     if (!st) {
         result->loss = loss_sum;

@@ -42,7 +42,88 @@ typedef struct {
     double origin, scale, tol_abs, tol_rel;
     int copy_shift;      /* 2^copy_shift counters per slot: 3 or 0 */
     fl_operand sample_weight;  /* of the input's type; data NULL: all 1 */
+
+    /* ---- Extras: accumulated per superblock into fl_block_result.extra (layout below) ---- */
+    /* Calibration: the confidence c of each position (binary: the probability, the input or the
+     * sigmoid of the logit; softmax: the top-1 probability 1/se) in cal_bins bins between
+     * cal_bins + 1 increasing edges from 0 to 1 (edges[i] <= c < edges[i + 1], the last bin
+     * closed, as np.histogram); cal_uniform: the edges are np.linspace(0, 1, cal_bins + 1), so
+     * floor(c * cal_bins) is the bin away from the boundaries (near one, the edges decide).
+     * 0 bins: none. */
+    const double *cal_edges;
+    ptrdiff_t cal_bins;
+    int cal_uniform;
+    /* Breakdowns: the class of position i is (i / class_repeat) % n_classes for the binary
+     * losses (the class axis of their input), the target index for the softmax ones; the group
+     * is groups[i] (int32 or int64, groups_i64), which must be in [0, n_groups) (FL_BAD_GROUP
+     * otherwise). 0 classes / groups: none. */
+    ptrdiff_t n_classes, class_repeat;
+    ptrdiff_t n_groups;
+    const void *groups;
+    int groups_i64;
+    /* Bootstrap: n_boot replicates; the positions of the stream are cut into units of
+     * FL_BOOT_UNIT, unit u of them weighted in replicate r by fl_poisson1(seed, u, r), a
+     * Poisson(1) count. position: the stream position of this update's first position. */
+    ptrdiff_t n_boot;
+    unsigned long long seed;
+    long long position;
+    /* Layout of the extras, in doubles: one slot is 4 doubles (fl_quad), each section has its
+     * slots in 2^x_shift copies (used in turn, like the histogram's) plus one scratch slot for
+     * positions left out. brier: off_brier (one slot: the sum of s * brier term);
+     * calibration slots {count, s, s*c, s*outcome}; class and group slots {count, s*d, s*l, 0};
+     * the bootstrap n_boot sums of s*l then n_boot of s*d. n_extra: the total. */
+    int x_shift;
+    ptrdiff_t off_brier, off_cal, off_class, off_group, off_boot, n_extra;
 } fl_stats;
+
+#define FL_BOOT_UNIT 64 /* positions per bootstrap unit */
+
+/* Poisson(1) counts from 31-bit uniforms u: the count is the number of thresholds u reaches,
+ * thresholds round(2^31 * P(X <= j)) for j = 0..11 (P(X >= 13) = 2e-11 is left out). */
+#define FL_POISSON_THRESHOLDS                                                             \
+    {790015084, 1580030169, 1975037711, 2106706892, 2139624187, 2146207646, 2147304889,  \
+     2147461638, 2147481232, 2147483409, 2147483626, 2147483646}
+
+/* A unit's 64-bit key: splitmix64 of the seed and the unit index (a bijection of its input, so
+ * different units of one seed never share a key). */
+static inline unsigned long long fl_boot_key(unsigned long long seed, unsigned long long unit) {
+    unsigned long long z = seed + (unit + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Replicate r's uniform for a key: murmur3's 32-bit finalizer of (low word + r*golden) ^ high
+ * word, vectorizable across r with 32-bit multiplies; its top 31 bits. */
+static inline int fl_boot_uniform(unsigned long long key, unsigned r) {
+    unsigned h = ((unsigned)key + r * 0x9E3779B9u) ^ (unsigned)(key >> 32);
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return (int)(h >> 1);
+}
+
+/* The calibration bin of a confidence c in [0, 1] (cal_edges span it): from floor(c * bins)
+ * corrected by one either way for uniform edges, else by a branch-free binary search. */
+static inline ptrdiff_t fl_cal_bin(const fl_stats *st, double c) {
+    const double *e = st->cal_edges;
+    const ptrdiff_t nb = st->cal_bins;
+    ptrdiff_t i;
+    if (st->cal_uniform) {
+        i = (ptrdiff_t)(c * (double)nb);
+        i = i < 0 ? 0 : i > nb - 1 ? nb - 1 : i;
+        i -= c < e[i] && i > 0;
+        i += c >= e[i + 1] && i < nb - 1;
+        return i;
+    }
+    const double *base = e;
+    for (ptrdiff_t len = nb + 1; len > 1; len -= len / 2)
+        base = base[len / 2] <= c ? base + len / 2 : base;
+    i = base - e;
+    return i > nb - 1 ? nb - 1 : i; /* c == 1: the last bin */
+}
 
 /* The counter slot of a loss v that is not nan, by binary search of the edges: branch-free,
  * so that its cost does not depend on the data (conditional moves, no mispredictions). */
