@@ -19,8 +19,13 @@
 
 #if defined(__GNUC__)
 #define FL_INLINE static inline __attribute__((always_inline))
+/* For the large steps of a kernel: their vector spills get a frame of their own instead of adding
+ * up in the kernel's, whose threads may run on a 16 KiB OpenMP stack. Constant flag arguments are
+ * not propagated into them: give each combination its own outlined function (fl_stats_tmpl.h). */
+#define FL_OUTLINE static __attribute__((noinline))
 #else
 #define FL_INLINE static inline
+#define FL_OUTLINE static
 #endif
 
 FL_INLINE float fl_as_float(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }

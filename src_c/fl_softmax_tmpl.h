@@ -229,7 +229,7 @@ FL_INLINE void FL_S(fl_ce_gather_targets)(const FL_T *restrict z, const int *res
 /* With C a constant in each case, the compiler turns the strided loads into whole-vector loads
  * and permutations: the copy then costs a small fraction of the exponentials, where a runtime
  * C left it scalar, a third of the time of (N, 10) cross-entropy. */
-FL_INLINE void FL_S(fl_transpose)(const FL_T *restrict src, ptrdiff_t C, ptrdiff_t lanes,
+FL_OUTLINE void FL_S(fl_transpose)(const FL_T *restrict src, ptrdiff_t C, ptrdiff_t lanes,
                                   FL_T *restrict tile) {
     ptrdiff_t l0 = 0;
 #ifdef FL_TRANSPOSE_16

@@ -222,11 +222,12 @@ FL_INLINE void FL_S(fl_extras_chunk)(const fl_stats *st, const FL_T *restrict l,
  * indices), only the positions whose target row[k] is >= 0, each with its "mean" weight d[k];
  * the extras too when the spec asks for any (conf, outcome, brier: see fl_extras_chunk). The
  * flags are constants after inlining. */
-FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
-                                    const FL_T *restrict s, const FL_T *restrict d,
-                                    const int *restrict row, ptrdiff_t at, ptrdiff_t n,
-                                    const FL_T *conf, const FL_T *outcome, const FL_T *brier,
-                                    fl_block_result *r, const int has_s, const int has_rows) {
+FL_INLINE void FL_S(fl_stats_chunk_body)(const fl_stats *st, const FL_T *restrict l,
+                                         const FL_T *restrict s, const FL_T *restrict d,
+                                         const int *restrict row, ptrdiff_t at, ptrdiff_t n,
+                                         const FL_T *conf, const FL_T *outcome,
+                                         const FL_T *brier, fl_block_result *r,
+                                         const int has_s, const int has_rows) {
     if (st->n_extra)
         FL_S(fl_extras_chunk)(st, l, s, d, row, at, n, conf, outcome, brier, r, has_s, has_rows);
     double sum = 0, weight = 0;
@@ -286,5 +287,33 @@ FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
         h[near_slot]--;
         h[fl_hist_slot(st, (double)l[k]) << shift]++;
     }
+}
+
+/* fl_stats_chunk_body out of line, one function per combination of its flags: its vector
+ * spills then take a frame of their own instead of adding up in each kernel's, whose threads may
+ * run on a 16 KiB OpenMP stack. */
+#define FL_STATS_VARIANT(has_s, has_rows)                                                     \
+    FL_OUTLINE void FL_S(fl_stats_chunk_##has_s##_##has_rows)(                               \
+        const fl_stats *st, const FL_T *restrict l, const FL_T *restrict s,                  \
+        const FL_T *restrict d, const int *restrict row, ptrdiff_t at, ptrdiff_t n,          \
+        const FL_T *conf, const FL_T *outcome, const FL_T *brier, fl_block_result *r) {      \
+        FL_S(fl_stats_chunk_body)(st, l, s, d, row, at, n, conf, outcome, brier, r, has_s,   \
+                                  has_rows);                                                 \
+    }
+FL_STATS_VARIANT(0, 0)
+FL_STATS_VARIANT(0, 1)
+FL_STATS_VARIANT(1, 0)
+FL_STATS_VARIANT(1, 1)
+#undef FL_STATS_VARIANT
+
+FL_INLINE void FL_S(fl_stats_chunk)(const fl_stats *st, const FL_T *restrict l,
+                                    const FL_T *restrict s, const FL_T *restrict d,
+                                    const int *restrict row, ptrdiff_t at, ptrdiff_t n,
+                                    const FL_T *conf, const FL_T *outcome, const FL_T *brier,
+                                    fl_block_result *r, const int has_s, const int has_rows) {
+    if (has_s && has_rows) FL_S(fl_stats_chunk_1_1)(st, l, s, d, row, at, n, conf, outcome, brier, r);
+    else if (has_s) FL_S(fl_stats_chunk_1_0)(st, l, s, d, row, at, n, conf, outcome, brier, r);
+    else if (has_rows) FL_S(fl_stats_chunk_0_1)(st, l, s, d, row, at, n, conf, outcome, brier, r);
+    else FL_S(fl_stats_chunk_0_0)(st, l, s, d, row, at, n, conf, outcome, brier, r);
 }
 

@@ -81,6 +81,35 @@ def test_kernels_run_with_a_16k_openmp_stack():
     _check_small_stack_output(out)
 
 
+_SMALL_STACK_GRADIENTS_AND_EXTRAS = """
+    import numpy as np, fastloss
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(300_000)
+    y = (rng.random(300_000) < 0.5).astype(np.float64)
+    z = rng.standard_normal((40_000, 10))
+    t = rng.integers(0, 10, 40_000)
+    groups = rng.integers(0, 4, x.size)
+    def work():
+        got = [g.sum() for g in fastloss.grad("sigmoid_focal_loss", x, y, hessian=True,
+                                              gamma=1.5, n_threads=2)]
+        got += [g.sum() for g in fastloss.grad("softmax_focal_loss", z, t, hessian=True,
+                                               n_threads=2)]
+        meter = fastloss.StreamingLoss("binary_cross_entropy_with_logits", bins="log",
+                                       calibration_bins=15, n_groups=4, bootstrap=20)
+        meter.update(x, y, groups=groups, n_threads=2)
+        ce = fastloss.StreamingLoss("cross_entropy", calibration_bins=15, by_class=True)
+        ce.update(z, t, n_threads=2)
+        return got + [meter.mean, meter.ece, *meter.group_mean, ce.brier, *ce.class_mean]
+"""
+
+
+def test_gradients_and_streaming_extras_run_with_a_16k_openmp_stack():
+    """The float64 kernels have the largest frames; the same values as on the default stack."""
+    small = _run(_SMALL_STACK_GRADIENTS_AND_EXTRAS, "print(*work())", OMP_STACKSIZE="16K")
+    default = _run(_SMALL_STACK_GRADIENTS_AND_EXTRAS, "print(*work())")
+    assert small.split() == default.split()
+
+
 def test_kernels_run_in_a_thread_with_pythons_smallest_stack():
     out = _run(_SMALL_STACK_WORK, """
     import threading
