@@ -161,7 +161,11 @@ def xgboost(loss, *, hessian="exact", **params):
     n_classes), which needs ``num_class`` in the parameters, and labels 0 to n_classes - 1.
     XGBoost applies no link function to a custom objective's output: predict with
     ``output_margin=True`` and apply sigmoid / softmax (the scikit-learn classifiers'
-    ``predict_proba`` does this itself).
+    ``predict_proba`` does this itself). In ``xgboost.train`` a custom objective's
+    ``base_score`` is the starting margin (0.5 by default): pass ``base_score=0`` to start
+    where ``binary:logistic`` with ``base_score=0.5`` starts. XGBoost's ``multi:softprob`` uses
+    twice the Hessian's diagonal, LightGBM's ``multiclass`` K/(K-1) times it: the exact one
+    returned here takes larger steps for the same learning rate.
 
     torch counterpart: the backward pass of the loss in ``torch.nn.functional`` with
     reduction "none" (see :mod:`fastloss.torch`).
