@@ -1,7 +1,8 @@
 """fastloss: fast, numerically stable classification losses over large CPU arrays.
 
 The loss functions mirror torch.nn.functional (names, argument order, defaults, semantics) and
-take NumPy arrays, memmaps or torch CPU tensors.
+take NumPy arrays, memmaps or torch CPU tensors; fastloss.grad gives their gradients and
+Hessian diagonals.
 
 The kernels for the best instruction set of this CPU are chosen at import; the environment
 variable FASTLOSS_SIMD=scalar|avx2|avx512|auto forces a path (an unavailable one falls back to
@@ -57,6 +58,7 @@ _kernels = _import_kernels()
 
 from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy,
                      sigmoid_focal_loss, softmax_focal_loss)
+from .gradients import grad
 
 from .streaming import StreamingLoss
 from .plot import plot_loss_histograms
@@ -65,7 +67,7 @@ from ._version import __version__
 from .info import show_config
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "sigmoid_focal_loss", "softmax_focal_loss", "StreamingLoss", "plot_loss_histograms",
+    "sigmoid_focal_loss", "softmax_focal_loss", "grad", "StreamingLoss", "plot_loss_histograms",
     "simd_path", "show_config",
 ]
 

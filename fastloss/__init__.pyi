@@ -10,7 +10,7 @@ _Out = TypeVar("_Out")
 __version__: str
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-    "sigmoid_focal_loss", "softmax_focal_loss", "StreamingLoss", "plot_loss_histograms",
+    "sigmoid_focal_loss", "softmax_focal_loss", "grad", "StreamingLoss", "plot_loss_histograms",
     "simd_path", "show_config",
 ]
 
@@ -68,6 +68,22 @@ def softmax_focal_loss(
     n_threads: int | None = ...,
     out: _Out | None = ...,
 ) -> np.ndarray | np.floating | _Out: ...
+
+def grad(
+    loss: Literal[
+        "binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+        "cross_entropy", "softmax_focal_loss",
+    ],
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    hessian: bool = ...,
+    return_loss: bool = ...,
+    reduction: _Reduction = ...,
+    n_threads: int | None = ...,
+    out: Any = ...,
+    **params: Any,
+) -> Any: ...
 
 class StreamingLoss:
     def __init__(

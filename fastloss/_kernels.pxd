@@ -65,6 +65,19 @@ cdef extern from "fl_softmax.h" nogil:
         const fl_stats *stats
 
 
+cdef extern from "fl_grad.h" nogil:
+    ctypedef struct fl_binary_grad_args:
+        fl_binary_args loss
+        void *grad
+        void *hess
+        double scale
+    ctypedef struct fl_softmax_grad_args:
+        fl_softmax_args loss
+        void *grad
+        void *hess
+        double scale
+
+
 cdef extern from "fl_dispatch.h" nogil:
     ctypedef struct fl_kernel_table:
         const char *name
@@ -72,6 +85,10 @@ cdef extern from "fl_dispatch.h" nogil:
         fl_block_fn bce_logits[2]
         fl_block_fn sigmoid_focal[2]
         fl_block_fn cross_entropy[2]
+        fl_block_fn bce_grad[2]
+        fl_block_fn bce_logits_grad[2]
+        fl_block_fn sigmoid_focal_grad[2]
+        fl_block_fn cross_entropy_grad[2]
         fl_block_fn read
     const fl_kernel_table *fl_kernels_for(const char *name)
     int fl_openmp_enabled()

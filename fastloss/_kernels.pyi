@@ -80,4 +80,38 @@ def softmax_small(
     focal: bool = ...,
     gamma: float = ...,
 ) -> tuple[float, float, int, np.ndarray | None] | None: ...
+def binary_grad(
+    loss: str,
+    input: np.ndarray,
+    target: np.ndarray,
+    target_type: int,
+    weight: np.ndarray | None,
+    weight_period: int,
+    weight_repeat: int,
+    pos_weight: np.ndarray | None,
+    pos_weight_period: int,
+    pos_weight_repeat: int,
+    out: np.ndarray | None,
+    grad: np.ndarray,
+    hess: np.ndarray | None,
+    scale: float,
+    n_threads: int,
+    alpha: float = ...,
+    gamma: float = ...,
+) -> tuple[float, int]: ...
+def cross_entropy_grad(
+    input: np.ndarray,
+    target: np.ndarray,
+    target_type: int,
+    weight: np.ndarray | None,
+    ignore_index: int,
+    label_smoothing: float,
+    out: np.ndarray | None,
+    grad: np.ndarray,
+    hess: np.ndarray | None,
+    scale: float,
+    n_threads: int,
+    focal: bool = ...,
+    gamma: float = ...,
+) -> tuple[float, float, int]: ...
 def read_words(data: np.ndarray, n_threads: int) -> float: ...

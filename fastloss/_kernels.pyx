@@ -486,3 +486,88 @@ def read_words(cnp.ndarray data, int n_threads):
     cdef const void *words = cnp.PyArray_DATA(data)
     loss, _, _, _, _ = _run_blocks(_table.read, &words, data.nbytes // 8, FL_BLOCK, n_threads)
     return loss
+
+
+# ---- gradients and Hessian diagonals (fl_grad.h) ----
+
+cdef fl_block_fn _binary_grad_kernel(str loss, bint is_double) except NULL:
+    if loss == "binary_cross_entropy":
+        return _table.bce_grad[is_double]
+    if loss == "binary_cross_entropy_with_logits":
+        return _table.bce_logits_grad[is_double]
+    if loss == "sigmoid_focal_loss":
+        return _table.sigmoid_focal_grad[is_double]
+    raise ValueError(f"unknown binary loss {loss!r}")
+
+
+def binary_grad(str loss, cnp.ndarray input, cnp.ndarray target, int target_type,
+                object weight, Py_ssize_t weight_period, Py_ssize_t weight_repeat,
+                object pos_weight, Py_ssize_t pos_weight_period, Py_ssize_t pos_weight_repeat,
+                object out, cnp.ndarray grad, object hess, double scale, int n_threads,
+                double alpha=-1.0, double gamma=0.0):
+    """The gradient (and, when hess is not None, the Hessian diagonal) of an elementwise loss
+    over 1-D operands, fused with the loss: return (sum of the losses in float64, OR of the
+    FL_BAD_* flags).
+
+    Operands as binary_loss's; grad and hess: C-contiguous arrays of input's size and dtype that
+    receive d loss/d input and its second derivative, times scale; out: None or the per-element
+    losses.
+    """
+    cdef fl_binary_grad_args args
+    args.loss.input = _operand(input, &args.loss.input_stride)
+    args.loss.target = _operand(target, &args.loss.target_stride)
+    args.loss.target_type = target_type
+    args.loss.weight.data = _data(weight)
+    args.loss.weight.period = weight_period
+    args.loss.weight.repeat = weight_repeat
+    args.loss.pos_weight.data = _data(pos_weight)
+    args.loss.pos_weight.period = pos_weight_period
+    args.loss.pos_weight.repeat = pos_weight_repeat
+    args.loss.out = <void *>_data(out)
+    args.loss.alpha = alpha
+    args.loss.gamma = gamma
+    args.loss.stats = NULL
+    args.grad = <void *>_data(grad)
+    args.hess = <void *>_data(hess)
+    args.scale = scale
+    fn = _binary_grad_kernel(loss, cnp.PyArray_ITEMSIZE(input) == 8)
+    total, _, flags, _, _ = _run_blocks(fn, &args, input.shape[0], FL_BLOCK, n_threads)
+    return total, flags
+
+
+def cross_entropy_grad(cnp.ndarray input, cnp.ndarray target, int target_type, object weight,
+                       long long ignore_index, double label_smoothing, object out,
+                       cnp.ndarray grad, object hess, double scale, int n_threads,
+                       bint focal=False, double gamma=0.0):
+    """The gradient (and, when hess is not None, the Hessian diagonal) of a softmax loss over a
+    C-contiguous (N, C, S) input, fused with the loss: return (sum of the losses, sum of the
+    weights that divide "mean", first position with an out-of-range index or -1).
+
+    Operands as cross_entropy_loss's; grad and hess: C-contiguous (N, C, S) arrays of input's
+    dtype receiving d loss/d z_c and d2 loss/d z_c^2, times scale.
+    """
+    cdef Py_ssize_t n_classes = input.shape[1]
+    if weight is None:
+        weight = (_ONES[cnp.PyArray_ITEMSIZE(input)] if n_classes <= _N_ONES
+                  else np.ones(n_classes, input.dtype))
+    cdef ptrdiff_t unit_stride
+    cdef fl_softmax_grad_args args
+    args.loss.input = _rows(input)
+    args.loss.n_classes = n_classes
+    args.loss.n_spatial = input.shape[2]
+    args.loss.target = _operand(target, &unit_stride)
+    args.loss.target_type = target_type
+    args.loss.weight = _data(weight)
+    args.loss.ignore_index = ignore_index
+    args.loss.label_smoothing = label_smoothing
+    args.loss.out = <void *>_data(out)
+    args.loss.focal = focal
+    args.loss.gamma = gamma
+    args.loss.stats = NULL
+    args.grad = <void *>_rows(grad)
+    args.hess = NULL if hess is None else <void *>_rows(hess)
+    args.scale = scale
+    cdef fl_block_fn fn = _table.cross_entropy_grad[cnp.PyArray_ITEMSIZE(input) == 8]
+    loss, weight_sum, _, bad, _ = _run_blocks(fn, &args, input.shape[0] * input.shape[2],
+                                              softmax_block_positions(n_classes), n_threads)
+    return loss, weight_sum, bad

@@ -45,24 +45,43 @@ FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
  * which for c_big = 0 (a hard label on the correct side) is log(c_small) - |x| - log1p(t): exact
  * in log space where q itself would underflow, so q^gamma = exp(gamma*log q) stays accurate and
  * gamma in (0, 1) gives no nan at saturated logits. */
+typedef struct {
+    FL_T abs_x, t, L;     /* |x|, exp(-|x|), log1p(t) */
+    FL_T c_big, c_small;  /* the coefficients of sigmoid(|x|) and sigmoid(-|x|) in q */
+    FL_T ce, factor;      /* BCE with logits and q^gamma */
+} FL_S(fl_focal_terms);
+
+FL_INLINE FL_S(fl_focal_terms) FL_S(fl_sigmoid_focal_terms)(FL_T x, FL_T y, FL_T gamma,
+                                                            const int int_gamma /* 0..4, or -1 */) {
+    FL_S(fl_focal_terms) f;
+    f.abs_x = x < 0 ? -x : x;
+    f.t = FL_S(fl_exp_nonpos)(-f.abs_x);
+    f.L = FL_S(fl_log1p_unit)(f.t);
+    f.c_big = x > 0 ? 1 - y : y;
+    f.c_small = x > 0 ? y : 1 - y;
+    f.ce = f.L + FL_S(fl_coef_inf)(f.c_big, f.abs_x); /* fl_bce_logits with pw = 1 */
+    if (int_gamma >= 0) {
+        FL_T q = (f.c_big + f.c_small * f.t) / (1 + f.t), q2 = q * q;
+        f.factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) *
+                   (int_gamma & 4 ? q2 * q2 : 1);
+    } else {
+        FL_T log_q = FL_S(fl_log)(f.c_big == 0 ? f.c_small : f.c_big + f.c_small * f.t) - f.L;
+        if (f.c_big == 0) log_q -= f.abs_x;
+        f.factor = FL_S(fl_exp_nonpos)(gamma * log_q);
+    }
+    return f;
+}
+
+/* alpha_t * ce * q^gamma from the terms; alpha_t = 0 (alpha = 1, y = 0) times an infinite loss
+ * is 0, the limit */
+FL_INLINE FL_T FL_S(fl_sigmoid_focal_value)(FL_S(fl_focal_terms) f, FL_T alpha_t) {
+    return FL_S(fl_coef)(alpha_t, FL_S(fl_coef)(f.factor, f.ce));
+}
+
 FL_INLINE FL_T FL_S(fl_sigmoid_focal)(FL_T x, FL_T y, FL_T alpha_pos, FL_T alpha_neg, FL_T gamma,
                                       const int int_gamma /* 0..4, or -1 */) {
-    FL_T abs_x = x < 0 ? -x : x;
-    FL_T t = FL_S(fl_exp_nonpos)(-abs_x);
-    FL_T L = FL_S(fl_log1p_unit)(t);
-    FL_T c_big = x > 0 ? 1 - y : y, c_small = x > 0 ? y : 1 - y;
-    FL_T ce = L + FL_S(fl_coef_inf)(c_big, abs_x); /* fl_bce_logits with pw = 1 */
-    FL_T factor;
-    if (int_gamma >= 0) {
-        FL_T q = (c_big + c_small * t) / (1 + t), q2 = q * q;
-        factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) * (int_gamma & 4 ? q2 * q2 : 1);
-    } else {
-        FL_T log_q = FL_S(fl_log)(c_big == 0 ? c_small : c_big + c_small * t) - L;
-        if (c_big == 0) log_q -= abs_x;
-        factor = FL_S(fl_exp_nonpos)(gamma * log_q);
-    }
-    /* alpha_t = 0 (alpha = 1, y = 0) times an infinite loss is 0, the limit */
-    return FL_S(fl_coef)(alpha_pos * y + alpha_neg * (1 - y), FL_S(fl_coef)(factor, ce));
+    return FL_S(fl_sigmoid_focal_value)(FL_S(fl_sigmoid_focal_terms)(x, y, gamma, int_gamma),
+                                        alpha_pos * y + alpha_neg * (1 - y));
 }
 
 /* ---- Reading one block of each operand as a contiguous array of FL_T. ---- */

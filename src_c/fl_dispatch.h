@@ -4,6 +4,7 @@
 
 #include "fl_binary.h"
 #include "fl_softmax.h"
+#include "fl_grad.h"
 
 /* Runtime dispatch needs GCC's target pragmas and __builtin_cpu_supports on x86-64 (clang and
  * other architectures get the portable kernels only). */
@@ -20,6 +21,10 @@ typedef struct {
     fl_block_fn bce_logits[2];     /* args: fl_binary_args */
     fl_block_fn sigmoid_focal[2];  /* args: fl_binary_args */
     fl_block_fn cross_entropy[2];  /* args: fl_softmax_args (softmax focal loss too) */
+    fl_block_fn bce_grad[2];            /* args: fl_binary_grad_args */
+    fl_block_fn bce_logits_grad[2];     /* args: fl_binary_grad_args */
+    fl_block_fn sigmoid_focal_grad[2];  /* args: fl_binary_grad_args */
+    fl_block_fn cross_entropy_grad[2];  /* args: fl_softmax_grad_args */
     fl_block_fn read;              /* args: the address of a buffer of 8-byte words */
 } fl_kernel_table;
 

@@ -14,6 +14,7 @@
 #include "fl_stats_tmpl.h"
 #include "fl_binary_tmpl.h"
 #include "fl_softmax_tmpl.h"
+#include "fl_grad_tmpl.h"
 #undef FL_T
 #undef FL_S
 #undef FL_MAX
@@ -24,6 +25,7 @@
 #include "fl_stats_tmpl.h"
 #include "fl_binary_tmpl.h"
 #include "fl_softmax_tmpl.h"
+#include "fl_grad_tmpl.h"
 #undef FL_T
 #undef FL_S
 #undef FL_MAX
@@ -45,5 +47,9 @@ const fl_kernel_table FL_TABLE = {
     {fl_bce_logits_block_f32, fl_bce_logits_block_f64},
     {fl_sigmoid_focal_block_f32, fl_sigmoid_focal_block_f64},
     {fl_ce_block_f32, fl_ce_block_f64},
+    {fl_bce_grad_block_f32, fl_bce_grad_block_f64},
+    {fl_bce_logits_grad_block_f32, fl_bce_logits_grad_block_f64},
+    {fl_sigmoid_focal_grad_block_f32, fl_sigmoid_focal_grad_block_f64},
+    {fl_ce_grad_block_f32, fl_ce_grad_block_f64},
     fl_read_block,
 };

@@ -54,8 +54,8 @@ FL_INLINE fl_acc FL_S(fl_ce_probabilities)(FL_T log_se, FL_T half_dist, FL_T a_s
  * maximum, other = se - e_t >= se/2 (e_t < 1 <= other); for a target at the maximum, rest when it
  * is the only one, else se - 1 >= se/2. Integer gamma (0 to 4) multiplies; other gamma use
  * exp(gamma * (log(other) - log(se))), accurate where other/se would underflow. */
-FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
-                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma) {
+FL_INLINE FL_T FL_S(fl_softmax_focal_factor)(FL_T m, FL_T z_t, FL_T se, FL_T rest, FL_T log_se,
+                                             FL_T gamma, int int_gamma, FL_T *other_out) {
     FL_T e_t = FL_S(fl_exp_nonpos)(z_t - m);
     FL_T other = z_t == m && FL_S(fl_one_maximum)(se, rest) ? rest : se - e_t;
     FL_T factor;
@@ -65,6 +65,14 @@ FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, 
     } else {
         factor = FL_S(fl_exp_nonpos)(gamma * (FL_S(fl_log)(other) - log_se));
     }
+    *other_out = other;
+    return factor;
+}
+
+FL_INLINE fl_acc FL_S(fl_softmax_focal)(fl_acc nll, FL_T w_t, FL_T m, FL_T z_t, FL_T se,
+                                        FL_T rest, FL_T log_se, FL_T gamma, int int_gamma) {
+    FL_T other;
+    FL_T factor = FL_S(fl_softmax_focal_factor)(m, z_t, se, rest, log_se, gamma, int_gamma, &other);
     return fl_coef_f64((fl_acc)w_t, fl_coef_f64((fl_acc)factor, nll));
 }
 
