@@ -7,8 +7,9 @@ when the input requires grad, one fused pass computes the loss and its gradient
 only scales it by the incoming gradient. Otherwise the plain loss kernel runs.
 
 Limits, each a clear error: CPU tensors only; gradients with respect to ``input`` only (a
-target, weight or pos_weight that requires grad is refused); no double backward (the backward
-is not itself differentiable). Not imported by ``import fastloss``: torch is optional.
+target, weight or pos_weight that requires grad is refused); differentiable once (a backward
+with ``create_graph=True``, as for a gradient penalty or double backward, is refused).
+Not imported by ``import fastloss``: torch is optional.
 """
 import numpy as np
 import torch
@@ -32,12 +33,20 @@ class _Loss(torch.autograd.Function):
         # of it, so the incoming gradient gets the class axis (1, or 0 for 1-D input) back.
         ctx.class_axis = 1 if name in _SOFTMAX and reduction == "none" and input.ndim > 1 \
             else None
+        ctx.name = name
         ctx.save_for_backward(gradient)
         return _tensor(loss)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
+        # Not once_differentiable: that refuses a second derivative only when grad_output
+        # requires grad, so torch.autograd.grad(loss, x, create_graph=True) (a gradient
+        # penalty) would silently drop this loss's Hessian term. Grad mode is on here exactly
+        # when the caller asked for a differentiable backward: refuse it.
+        if torch.is_grad_enabled():
+            raise RuntimeError(f"fastloss.torch.{ctx.name} is differentiable once: its "
+                               "backward cannot build a graph (create_graph=True, double "
+                               "backward); use torch.nn.functional for higher derivatives")
         gradient, = ctx.saved_tensors
         if ctx.class_axis is not None:
             grad_output = grad_output.unsqueeze(ctx.class_axis)

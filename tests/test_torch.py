@@ -151,10 +151,15 @@ def test_errors():
     with pytest.raises(IndexError, match="Target 5 is out of bounds"):
         ft.cross_entropy(x, torch.tensor([0, 1, 5, 2]))
 
+    # A differentiable backward (gradient penalty, double backward) is refused, not built
+    # without this loss's Hessian term.
     loss = ft.sigmoid_focal_loss(x, y, reduction="sum")
-    grad, = torch.autograd.grad(loss, x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        grad.sum().backward()
+    with pytest.raises(RuntimeError, match="sigmoid_focal_loss is differentiable once"):
+        torch.autograd.grad(loss, x, create_graph=True)
+    linear = torch.nn.Linear(3, 3).double()
+    loss = ft.cross_entropy(linear(x), t)
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        torch.autograd.grad(loss, x, create_graph=True)
 
 
 def test_numpy_api_refuses_grad_tensors_and_points_here():
