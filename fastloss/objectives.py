@@ -85,9 +85,12 @@ class _Loss:
             if y.shape != (x.shape[0],):
                 raise ValueError(f"{x.shape[0]} rows of margins but labels of shape {y.shape}")
             target = y.astype(np.int64)
-            if y.dtype.kind == "f" and not np.array_equal(target, y):
+            # A negative label is refused here: the loss would read -100 as its ignore_index
+            # and silently give that row no gradient.
+            if (y.dtype.kind == "f" and not np.array_equal(target, y)) or (
+                    target.size and target.min() < 0):
                 raise ValueError(f"{self.name} needs class indices 0 to {x.shape[1] - 1} as "
-                                 "labels; got a label that is not an integer")
+                                 "labels; got a negative or non-integer label")
         else:
             if y.size != x.size:
                 raise ValueError(f"{self.name} takes one margin per label; got margins of shape "
@@ -177,9 +180,12 @@ def xgboost(loss, *, hessian="exact", **params):
         (``alpha``, ``gamma``), "cross_entropy" (class ``weight``, ``label_smoothing``) or
         "softmax_focal_loss" (``gamma``, class ``weight``).
     hessian : {"exact", "clip"}
-        "exact": the true second derivative, negative in places for focal losses (XGBoost
-        clips those itself). "clip": ``max(hess, HESSIAN_FLOOR)`` (1e-6) before the sample
-        weight, so every Newton step goes downhill.
+        "exact": the true second derivative, negative in places for focal losses (rows
+        confidently wrong by a margin beyond about 3, for any gamma > 0); XGBoost and
+        LightGBM only sum Hessians per leaf and refuse a split whose child's sum is below
+        ``min_child_weight`` / ``min_sum_hessian_in_leaf``. "clip": ``max(hess,
+        HESSIAN_FLOOR)`` (1e-6) before the sample weight, so every leaf's Hessian sum is
+        positive and every Newton step goes downhill.
     **params
         The loss's parameters, with the defaults of the loss function.
 

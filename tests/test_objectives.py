@@ -345,8 +345,10 @@ def test_bad_margins_and_labels():
         softmax(np.zeros(4), np.zeros(4))
     with pytest.raises(ValueError, match="one margin per label.*cross_entropy"):
         binary(np.zeros(4), np.zeros((4, 3)))
-    with pytest.raises(ValueError, match="not an integer"):
+    with pytest.raises(ValueError, match="negative or non-integer label"):
         softmax(np.array([0.0, 1.5]), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="negative or non-integer label"):  # not ignore_index
+        softmax(np.array([0.0, -100.0]), np.zeros((2, 3)))
     with pytest.raises(IndexError, match="Target 3 is out of bounds"):
         softmax(np.array([0.0, 3.0]), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="between 0 and 1"):
