@@ -85,9 +85,10 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_thre
     Per element (each log clamped at -100)::
 
         loss = -w * (y * max(log(p), -100) + (1 - y) * max(log1p(-p), -100))
-        d loss / d p = w * ((1 - y) / (1 - p) - y / p)      (torch's clamped form at 0 and 1)
+        d loss / d p = w * ((1 - y) / (1 - p) - y / p)      (0 for a term whose log is clamped)
 
-    torch counterpart: ``torch.nn.functional.binary_cross_entropy``. Arguments, values and
+    torch counterpart: ``torch.nn.functional.binary_cross_entropy``; its backward differs where
+    p is within 1e-12 of 0 or 1 (it clamps p * (1 - p) at 1e-12, see :func:`fastloss.grad`). Arguments, values and
     errors as in :func:`fastloss.binary_cross_entropy` (without ``out``), returning a tensor;
     and ValueError for a tensor argument not on the CPU or, other than input, requiring grad.
     """
@@ -138,8 +139,8 @@ def sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0, reduction="none", *
 
         loss = w * alpha_t * bce_with_logits(x, y) * (1 - p_t)**gamma
 
-    with its derivative in x computed in log space as the loss is (finite for logits of any
-    magnitude and gamma in (0, 1)).
+    differentiated in the stable form of :func:`fastloss.grad` (no negative power of 1 - p_t:
+    finite for logits of any magnitude and gamma in (0, 1)).
 
     torch counterpart: ``torchvision.ops.sigmoid_focal_loss``. Arguments, values and errors as
     in :func:`fastloss.sigmoid_focal_loss` (without ``out``), returning a tensor; errors as in
