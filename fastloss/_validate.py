@@ -163,22 +163,23 @@ def check_out_overlap(out, arguments):
             raise ValueError(f"out shares memory with {name}; pass a separate buffer")
 
 
-def out_array(out, reduction, shape, dtype):
+def out_array(out, reduction, shape, dtype, what="loss", name="out"):
     """The user's out= buffer as a NumPy array, checked (its overlap with the arguments by
-    check_out_overlap, first); None when not given."""
+    check_out_overlap, first); None when not given. what names the result it receives, name
+    the argument, in the messages."""
     if out is None:
         return None
     if reduction != "none":
         raise ValueError(f"out= is only used with reduction='none'; got reduction={reduction!r}")
-    a = _writable_array(out, "out")
+    a = _writable_array(out, name)
     if a.shape != shape:
-        raise ValueError(f"out has shape {a.shape}; the loss has shape {shape}")
+        raise ValueError(f"{name} has shape {a.shape}; the {what} has shape {shape}")
     if a.dtype != dtype:
-        raise ValueError(f"out has dtype {a.dtype}; the loss has dtype {dtype}")
+        raise ValueError(f"{name} has dtype {a.dtype}; the {what} has dtype {dtype}")
     if not (a.flags.c_contiguous and a.flags.aligned):
-        raise ValueError("out must be a C-contiguous, aligned array")
+        raise ValueError(f"{name} must be a C-contiguous, aligned array")
     if not a.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError(f"{name} is read-only")
     return a
 
 

@@ -171,8 +171,9 @@ def _out_buffers(out, hessian):
 def _outputs(outs, shape, result_dtype, dtype, hessian):
     """The gradient and Hessian buffers the kernel writes ((None for no Hessian), of the
     computing dtype) and the user's out arrays (or None), checked."""
-    user = [None if o is None else _validate.out_array(o, "none", shape, result_dtype)
-            for o in outs]
+    user = [None if o is None else _validate.out_array(o, "none", shape, result_dtype, what,
+                                                       "out" if not hessian else f"out[{i}]")
+            for i, (o, what) in enumerate(zip(outs, ("gradient", "Hessian")))]
     if user[0] is not None and user[1] is not None and np.may_share_memory(user[0], user[1]):
         raise ValueError("out's gradient and Hessian buffers overlap; pass separate buffers")
     buffers = [u if u is not None and u.dtype == dtype else np.empty(shape, dtype)

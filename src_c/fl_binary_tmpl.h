@@ -37,8 +37,8 @@ FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
  *     alpha_t * ce * q^gamma,  ce = BCE with logits,  q = 1 - p_t = y*sigmoid(-x) + (1-y)*sigmoid(x),
  *     alpha_t = alpha*y + (1-alpha)*(1-y)  (alpha_pos = alpha, alpha_neg = 1 - alpha; both 1 when
  *     the caller disables alpha).
- * With t = exp(-|x|), sigmoid(|x|) = 1/(1+t) and sigmoid(-|x|) = t/(1+t), so
- *     q = (c_big + c_small*t) / (1 + t),
+ * With t = exp(-|x|) and a = 1/(1+t), sigmoid(|x|) = a and sigmoid(-|x|) = t*a, so
+ *     q = (c_big + c_small*t) * a,
  * where c_big is the coefficient of the sigmoid of |x| (1-y for x > 0, y otherwise) and c_small
  * the other one: a sum of non-negative terms, never 1 minus a rounded probability. Integer gamma
  * (0 to 4) multiplies q by itself. Other gamma use log q = log(c_big + c_small*t) - log1p(t),
@@ -46,7 +46,7 @@ FL_INLINE FL_T FL_S(fl_bce)(FL_T p, FL_T y) {
  * in log space where q itself would underflow, so q^gamma = exp(gamma*log q) stays accurate and
  * gamma in (0, 1) gives no nan at saturated logits. */
 typedef struct {
-    FL_T abs_x, t, L;     /* |x|, exp(-|x|), log1p(t) */
+    FL_T abs_x, t, a, L;  /* |x|, exp(-|x|), 1/(1+t), log1p(t) */
     FL_T c_big, c_small;  /* the coefficients of sigmoid(|x|) and sigmoid(-|x|) in q */
     FL_T ce, factor;      /* BCE with logits and q^gamma */
 } FL_S(fl_focal_terms);
@@ -56,12 +56,13 @@ FL_INLINE FL_S(fl_focal_terms) FL_S(fl_sigmoid_focal_terms)(FL_T x, FL_T y, FL_T
     FL_S(fl_focal_terms) f;
     f.abs_x = x < 0 ? -x : x;
     f.t = FL_S(fl_exp_nonpos)(-f.abs_x);
+    f.a = 1 / (1 + f.t); /* the gradients need it too: one division for both */
     f.L = FL_S(fl_log1p_unit)(f.t);
     f.c_big = x > 0 ? 1 - y : y;
     f.c_small = x > 0 ? y : 1 - y;
     f.ce = f.L + FL_S(fl_coef_inf)(f.c_big, f.abs_x); /* fl_bce_logits with pw = 1 */
     if (int_gamma >= 0) {
-        FL_T q = (f.c_big + f.c_small * f.t) / (1 + f.t), q2 = q * q;
+        FL_T q = (f.c_big + f.c_small * f.t) * f.a, q2 = q * q;
         f.factor = (int_gamma & 1 ? q : 1) * (int_gamma & 2 ? q2 : 1) *
                    (int_gamma & 4 ? q2 * q2 : 1);
     } else {

@@ -13,6 +13,10 @@
 #include "fl_binary.h"
 #include "fl_softmax.h"
 
+/* Rows per step of the softmax gradient for few classes: the logits, probability targets,
+ * gradients and Hessians of FL_GRAD_TILE_LANES rows sit transposed in four tiles. */
+#define FL_GRAD_TILE_LANES 64
+
 typedef struct {
     fl_binary_args loss; /* operands and parameters; loss.stats must be NULL */
     void *grad, *hess;   /* C-contiguous, of the input's type and size; hess may be NULL */

@@ -64,12 +64,17 @@ FL_INLINE FL_T FL_S(fl_bce_grad)(FL_T p, FL_T y, FL_T *g, FL_T *h) {
  * every term bounded where the loss is finite. ce*r is taken as 0 when r is (an infinite logit
  * on the wrong side: ce = inf, r = t = 0; the limit of ce*r is 0). */
 FL_INLINE FL_T FL_S(fl_sigmoid_focal_grad)(FL_T x, FL_T y, FL_T alpha_t, FL_T gamma,
-                                           const int int_gamma, FL_T *g, FL_T *h) {
+                                           const int int_gamma, const int hard, FL_T *g,
+                                           FL_T *h) {
     FL_S(fl_focal_terms) f = FL_S(fl_sigmoid_focal_terms)(x, y, gamma, int_gamma);
-    FL_T t = f.t, a = 1 / (1 + t);
+    FL_T t = f.t, a = f.a;
     FL_T D = f.c_big - f.c_small;
     FL_T g0 = (f.c_big - f.c_small * t) * a;
-    FL_T r = f.c_big == 0 ? a / f.c_small : t * a / (f.c_big + f.c_small * t);
+    /* hard labels (a constant: every target of the chunk is 0 or 1): {c_big, c_small} =
+     * {0, 1} or {1, 0}, and the division is by 1, exactly, so the values are the same */
+    int small = f.c_big == 0;
+    FL_T r = hard ? (small ? a : t * a)
+                  : (small ? a : t * a) / (small ? f.c_small : f.c_big + f.c_small * t);
     FL_T ce_r = FL_S(fl_coef_inf)(r, f.ce);
     FL_T AF = alpha_t * f.factor;
     FL_T d = AF * (g0 + gamma * ce_r * D);
@@ -92,7 +97,7 @@ FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *res
                                          FL_T *restrict h, ptrdiff_t len,
                                          FL_S(fl_focal_params) f, FL_T scale, int *flags,
                                          const int loss, const int has_w, const int has_pw,
-                                         const int general_gamma) {
+                                         const int general_gamma, const int hard) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
@@ -109,7 +114,8 @@ FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *res
             l = FL_S(fl_bce_logits_grad)(xk, yk, has_pw ? pw[k] : (FL_T)1, has_pw, &gk, &hk);
         } else {
             l = FL_S(fl_sigmoid_focal_grad)(xk, yk, f.alpha_pos * yk + f.alpha_neg * (1 - yk),
-                                            f.gamma, general_gamma ? -1 : f.int_gamma, &gk, &hk);
+                                            f.gamma, general_gamma ? -1 : f.int_gamma, hard, &gk,
+                                            &hk);
         }
         if (has_w) {
             l = FL_S(fl_coef)(w[k], l);
@@ -166,16 +172,28 @@ FL_INLINE void FL_S(fl_binary_grad_block)(const void *args, ptrdiff_t start, ptr
             g = gbuf;
             h = hbuf;
         }
-        int chunk_flags;
-#define FL_CALL(has_w, has_pw, general)                                                     \
+        int chunk_flags, hard = 0;
+        if (loss == FL_LOSS_SIGMOID_FOCAL) { /* are all the chunk's targets 0 or 1? */
+            FL_T soft = 0;
+#pragma omp simd reduction(max : soft)
+            for (ptrdiff_t k = 0; k < n_loop; k++) {
+                FL_T d = y[k] < 1 - y[k] ? y[k] : 1 - y[k];
+                soft = d > soft ? d : soft;
+            }
+            hard = soft == 0;
+        }
+#define FL_CALL(has_w, has_pw, general, hard)                                               \
     FL_S(fl_binary_grad_loop)(x, y, w, pw, out, g, h, n_loop, f, scale, &chunk_flags, loss,  \
-                              has_w, has_pw, general)
+                              has_w, has_pw, general, hard)
+#define FL_HARD(has_w, has_pw, general) \
+    (hard ? FL_CALL(has_w, has_pw, general, 1) : FL_CALL(has_w, has_pw, general, 0))
 #define FL_VARIANTS(has_pw, general) \
-    (w ? FL_CALL(1, has_pw, general) : FL_CALL(0, has_pw, general))
+    (w ? FL_HARD(1, has_pw, general) : FL_HARD(0, has_pw, general))
         FL_T chunk_sum = pw                                                 ? FL_VARIANTS(1, 0)
                          : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
                                                                             : FL_VARIANTS(0, 0);
 #undef FL_VARIANTS
+#undef FL_HARD
 #undef FL_CALL
         if (!(chunk_sum - chunk_sum == 0)) { /* inf or nan: float32 overflow perhaps */
             double exact = 0;
@@ -250,17 +268,19 @@ typedef struct {
 /* The gradient and Hessian of class c of one position (lane): z_c, its target probability y_c
  * (probability targets) and class weight w_c; valid = 0 for an ignored position (both 0). */
 FL_INLINE void FL_S(fl_ce_grad_elem)(FL_T z_c, FL_T y_c, FL_T w_c, int is_t, int valid, FL_T m,
-                                     FL_T se, FL_T rest, FL_T k_sum, FL_T k_t, FL_T k_K,
-                                     FL_T k_p_t, FL_T k_pn, FL_T k_other, FL_T k_hess_t,
-                                     FL_T keep, FL_T eps_over_c, FL_T w_sum, FL_T gamma,
-                                     FL_T scale, FL_T *g, FL_T *h, const int kind) {
+                                     FL_T se, FL_T inv_se, FL_T rest, FL_T k_sum, FL_T k_t,
+                                     FL_T k_K, FL_T k_p_t, FL_T k_pn, FL_T k_inv_other,
+                                     FL_T k_hess_t, FL_T keep, FL_T eps_over_c, FL_T w_sum,
+                                     FL_T gamma, FL_T scale, FL_T *g, FL_T *h, const int kind) {
+    /* divisions by the row's se and other are multiplications by their inverses, taken once
+     * per position (one more rounding, a division per class less) */
     FL_T d = z_c - m;
-    FL_T e = FL_S(fl_exp_nonpos)(d), p = e / se;
+    FL_T e = FL_S(fl_exp_nonpos)(d), p = e * inv_se;
     FL_T other_c = d == 0 && FL_S(fl_one_maximum)(se, rest) ? rest : se - e;
-    FL_T omp = other_c / se;
+    FL_T omp = other_c * inv_se;
     FL_T gc, hc;
-    if (kind == FL_CE_FOCAL) { /* k_sum = w_t*U*K, k_t = w_t*U */
-        FL_T rho = k_other == 0 ? 0 : e / k_other;
+    if (kind == FL_CE_FOCAL) { /* k_sum = w_t*U*K, k_t = w_t*U; 1/other is 0 for other = 0 */
+        FL_T rho = e * k_inv_other;
         gc = is_t ? -k_sum : rho * k_sum;
         hc = is_t ? k_hess_t
                   : k_t * rho * (omp * k_K + (gamma - 1) * rho * k_p_t * k_K +
@@ -299,18 +319,19 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
 
     /* the staging buffers, in the thread's scratch memory: fl_ce_block's, and per lane the
      * coefficients of the class pass */
-    _Static_assert((2 * FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES + 13 * FL_CE_LANES) * sizeof(FL_T)
+    _Static_assert((4 * FL_CE_ROW_MIN_CLASSES * FL_GRAD_TILE_LANES + 14 * FL_CE_LANES) * sizeof(FL_T)
                    + FL_CE_LANES * (sizeof(long long) + sizeof(int)) <= FL_KERNEL_SCRATCH,
                    "the softmax gradient's staging buffers exceed the scratch memory");
-    FL_T *ztile = (FL_T *)result->scratch;
-    FL_T *ytile = ztile + FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES;
-    FL_T *m = ytile + FL_CE_ROW_MIN_CLASSES * FL_CE_TILE_LANES;
+    const ptrdiff_t TILE = FL_CE_ROW_MIN_CLASSES * FL_GRAD_TILE_LANES;
+    FL_T *ztile = (FL_T *)result->scratch, *ytile = ztile + TILE, *gtile = ytile + TILE;
+    FL_T *htile = gtile + TILE, *m = htile + TILE;
     FL_T *se = m + FL_CE_LANES, *rest = se + FL_CE_LANES, *half_dist = rest + FL_CE_LANES;
     FL_T *a_sum = half_dist + FL_CE_LANES, *z_t = a_sum + FL_CE_LANES, *w_t = z_t + FL_CE_LANES;
     FL_T *losses = w_t + FL_CE_LANES, *k_sum = losses + FL_CE_LANES, *k_t = k_sum + FL_CE_LANES;
     FL_T *k_K = k_t + FL_CE_LANES, *k_p_t = k_K + FL_CE_LANES, *k_pn = k_p_t + FL_CE_LANES;
-    FL_T *k_other = half_dist, *k_hess_t = a_sum; /* unused by the focal loss's statistics */
-    long long *idx = (long long *)(k_pn + FL_CE_LANES);
+    FL_T *inv_se = k_pn + FL_CE_LANES;
+    FL_T *k_inv_other = half_dist, *k_hess_t = a_sum; /* unused by the focal loss's statistics */
+    long long *idx = (long long *)(inv_se + FL_CE_LANES);
     int *target = (int *)(idx + FL_CE_LANES);
     const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
@@ -319,8 +340,8 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
     for (ptrdiff_t p = start, lanes; p < start + len; p += lanes) {
         ptrdiff_t n = p / S, s = p % S;
         lanes = start + len - p;
-        if (lanes > (transpose ? FL_CE_TILE_LANES : FL_CE_LANES))
-            lanes = transpose ? FL_CE_TILE_LANES : FL_CE_LANES;
+        if (lanes > (transpose ? FL_GRAD_TILE_LANES : FL_CE_LANES))
+            lanes = transpose ? FL_GRAD_TILE_LANES : FL_CE_LANES;
         if (S > 1 && lanes > S - s) lanes = S - s;
         const FL_T *z = (const FL_T *)a->input + n * C * S + s;
         const FL_T *y = probabilities ? (const FL_T *)a->target + n * C * S + s : NULL;
@@ -417,7 +438,7 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
                     k_K[l] = K;
                     k_p_t[l] = p_t;
                     k_pn[l] = pn;
-                    k_other[l] = other;
+                    k_inv_other[l] = other == 0 ? 0 : 1 / other;
                     k_hess_t[l] = wU * (gamma * gamma * p_t * pn + (2 * gamma + 1) * u * p_t -
                                         gamma * u * pn);
                 }
@@ -445,21 +466,25 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
         }
         if (a->out) memcpy((FL_T *)a->out + p, losses, (size_t)lanes * sizeof(FL_T));
         loss_sum += sum;
+#pragma omp simd
+        for (ptrdiff_t l = 0; l < lanes; l++) inv_se[l] = 1 / se[l];
 
         /* the class pass: element (c, l) of the input is z[c*cs + l*ls] (transposed into the
-         * tile for few classes), of the gradient G[base + c*gcs + l*gls] */
-        const ptrdiff_t base = n * C * S + s, gcs = S == 1 ? 1 : S, gls = S == 1 ? C : 1;
+         * tile for few classes), of the gradient gp[c*gcs + l*gls] (the tiles transposed
+         * back after the pass) */
+        const ptrdiff_t at = n * C * S + s;
+        FL_T *gp = transpose ? gtile : G + at, *hp = transpose ? htile : H ? H + at : NULL;
+        const ptrdiff_t gcs = transpose ? lanes : S, gls = S == 1 && !transpose ? C : 1;
 #define FL_ELEM(kind, has_h, c, l)                                                            \
     do {                                                                                      \
-        ptrdiff_t at_ = base + (c) * gcs + (l) * gls;                                         \
         FL_T g_, h_;                                                                          \
         FL_S(fl_ce_grad_elem)(z[(c) * cs + (l) * ls], y ? y[(c) * cs + (l) * ls] : 0, w[c],   \
                               target[l] == (c), probabilities || target[l] >= 0, m[l], se[l], \
-                              rest[l], k_sum[l], k_t[l], k_K[l], k_p_t[l], k_pn[l],           \
-                              k_other[l], k_hess_t[l], keep, eps_over_c, w_sum, gamma, scale, \
-                              &g_, &h_, kind);                                                \
-        G[at_] = g_;                                                                          \
-        if (has_h) H[at_] = h_;                                                               \
+                              inv_se[l], rest[l], k_sum[l], k_t[l], k_K[l], k_p_t[l],         \
+                              k_pn[l], k_inv_other[l], k_hess_t[l], keep, eps_over_c, w_sum,  \
+                              gamma, scale, &g_, &h_, kind);                                  \
+        gp[(c) * gcs + (l) * gls] = g_;                                                       \
+        if (has_h) hp[(c) * gcs + (l) * gls] = h_;                                            \
     } while (0)
 #define FL_LOOPS(kind, has_h)                                                           \
     if (S == 1 && !transpose) {                                                         \
@@ -477,6 +502,10 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
         case FL_CE_FOCAL: FL_PASS(FL_CE_FOCAL) break;
         case FL_CE_PROBABILITIES: FL_PASS(FL_CE_PROBABILITIES) break;
         default: FL_PASS(FL_CE_PLAIN)
+        }
+        if (transpose) { /* the (C, lanes) tiles back to (lanes, C) rows */
+            FL_S(fl_transpose_body)(gtile, lanes, C, G + p * C);
+            if (H) FL_S(fl_transpose_body)(htile, lanes, C, H + p * C);
         }
 #undef FL_LOOPS
 #undef FL_PASS

@@ -463,10 +463,15 @@ def test_errors(rng):
         fastloss.grad("cross_entropy", x, t, reduction="avg")
     with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
         fastloss.grad("sigmoid_focal_loss", x, y, gamma=-1)
-    with pytest.raises(ValueError, match="out has shape"):
+    with pytest.raises(ValueError, match=r"out has shape \(4,\); the gradient has shape "
+                                         r"\(4, 3\)"):
         fastloss.grad("cross_entropy", x, t, out=np.empty(4))
-    with pytest.raises(ValueError, match="out has dtype"):
+    with pytest.raises(ValueError, match="out has dtype float32; the gradient has dtype float64"):
         fastloss.grad("cross_entropy", x, t, out=np.empty((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"out\[1\] is read-only"):
+        ro = np.empty_like(x)
+        ro.flags.writeable = False
+        fastloss.grad("cross_entropy", x, t, hessian=True, out=(np.empty_like(x), ro))
     with pytest.raises(ValueError, match="out shares memory with input"):
         fastloss.grad("binary_cross_entropy_with_logits", x, y, out=x)
     with pytest.raises(ValueError, match="tuple"):
@@ -532,3 +537,22 @@ def test_fuzz_finite_and_close_to_float64(loss, n, c, scale, gamma, seed, dtype,
                                                                 initial=0))
     assert_close(g[finite], g_ref[finite], rel, floor)
     assert_close(h[finite], h_ref[finite], rel, floor)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+                                  "binary_cross_entropy", "cross_entropy",
+                                  "softmax_focal_loss"])
+@pytest.mark.parametrize("shape", [(300, 4), (40, 37), (6, 3, 50)])
+def test_gradient_does_not_depend_on_what_else_is_asked(simd_path, rng, loss, shape):
+    x = rng.normal(size=shape).astype(np.float32) * 4
+    if loss == "binary_cross_entropy":
+        x = 1 / (1 + np.exp(-x))
+    softmax = loss in ("cross_entropy", "softmax_focal_loss")
+    target = (rng.integers(0, shape[1], size=(shape[0],) + shape[2:]) if softmax
+              else rng.uniform(size=shape).astype(np.float32))
+    params = {"gamma": 0.5} if "focal" in loss else {}
+    alone = fastloss.grad(loss, x, target, **params)
+    value, g, h = fastloss.grad(loss, x, target, hessian=True, return_loss=True, **params)
+    np.testing.assert_array_equal(alone, g)
+    np.testing.assert_array_equal(value, getattr(fastloss, loss)(x, target, reduction="none",
+                                                                  **params))
