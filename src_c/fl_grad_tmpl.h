@@ -64,17 +64,13 @@ FL_INLINE FL_T FL_S(fl_bce_grad)(FL_T p, FL_T y, FL_T *g, FL_T *h) {
  * every term bounded where the loss is finite. ce*r is taken as 0 when r is (an infinite logit
  * on the wrong side: ce = inf, r = t = 0; the limit of ce*r is 0). */
 FL_INLINE FL_T FL_S(fl_sigmoid_focal_grad)(FL_T x, FL_T y, FL_T alpha_t, FL_T gamma,
-                                           const int int_gamma, const int hard, FL_T *g,
-                                           FL_T *h) {
+                                           const int int_gamma, FL_T *g, FL_T *h) {
     FL_S(fl_focal_terms) f = FL_S(fl_sigmoid_focal_terms)(x, y, gamma, int_gamma);
     FL_T t = f.t, a = f.a;
     FL_T D = f.c_big - f.c_small;
     FL_T g0 = (f.c_big - f.c_small * t) * a;
-    /* hard labels (a constant: every target of the chunk is 0 or 1): {c_big, c_small} =
-     * {0, 1} or {1, 0}, and the division is by 1, exactly, so the values are the same */
-    int small = f.c_big == 0;
-    FL_T r = hard ? (small ? a : t * a)
-                  : (small ? a : t * a) / (small ? f.c_small : f.c_big + f.c_small * t);
+    int small = f.c_big == 0; /* one division for both cases */
+    FL_T r = (small ? a : t * a) / (small ? f.c_small : f.c_big + f.c_small * t);
     FL_T ce_r = FL_S(fl_coef_inf)(r, f.ce);
     FL_T AF = alpha_t * f.factor;
     FL_T d = AF * (g0 + gamma * ce_r * D);
@@ -97,7 +93,7 @@ FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *res
                                          FL_T *restrict h, ptrdiff_t len,
                                          FL_S(fl_focal_params) f, FL_T scale, int *flags,
                                          const int loss, const int has_w, const int has_pw,
-                                         const int general_gamma, const int hard) {
+                                         const int general_gamma) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
@@ -114,8 +110,7 @@ FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *res
             l = FL_S(fl_bce_logits_grad)(xk, yk, has_pw ? pw[k] : (FL_T)1, has_pw, &gk, &hk);
         } else {
             l = FL_S(fl_sigmoid_focal_grad)(xk, yk, f.alpha_pos * yk + f.alpha_neg * (1 - yk),
-                                            f.gamma, general_gamma ? -1 : f.int_gamma, hard, &gk,
-                                            &hk);
+                                            f.gamma, general_gamma ? -1 : f.int_gamma, &gk, &hk);
         }
         if (has_w) {
             l = FL_S(fl_coef)(w[k], l);
@@ -172,28 +167,16 @@ FL_INLINE void FL_S(fl_binary_grad_block)(const void *args, ptrdiff_t start, ptr
             g = gbuf;
             h = hbuf;
         }
-        int chunk_flags, hard = 0;
-        if (loss == FL_LOSS_SIGMOID_FOCAL) { /* are all the chunk's targets 0 or 1? */
-            FL_T soft = 0;
-#pragma omp simd reduction(max : soft)
-            for (ptrdiff_t k = 0; k < n_loop; k++) {
-                FL_T d = y[k] < 1 - y[k] ? y[k] : 1 - y[k];
-                soft = d > soft ? d : soft;
-            }
-            hard = soft == 0;
-        }
-#define FL_CALL(has_w, has_pw, general, hard)                                               \
+        int chunk_flags;
+#define FL_CALL(has_w, has_pw, general)                                                     \
     FL_S(fl_binary_grad_loop)(x, y, w, pw, out, g, h, n_loop, f, scale, &chunk_flags, loss,  \
-                              has_w, has_pw, general, hard)
-#define FL_HARD(has_w, has_pw, general) \
-    (hard ? FL_CALL(has_w, has_pw, general, 1) : FL_CALL(has_w, has_pw, general, 0))
+                              has_w, has_pw, general)
 #define FL_VARIANTS(has_pw, general) \
-    (w ? FL_HARD(1, has_pw, general) : FL_HARD(0, has_pw, general))
+    (w ? FL_CALL(1, has_pw, general) : FL_CALL(0, has_pw, general))
         FL_T chunk_sum = pw                                                 ? FL_VARIANTS(1, 0)
                          : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
                                                                             : FL_VARIANTS(0, 0);
 #undef FL_VARIANTS
-#undef FL_HARD
 #undef FL_CALL
         if (!(chunk_sum - chunk_sum == 0)) { /* inf or nan: float32 overflow perhaps */
             double exact = 0;
