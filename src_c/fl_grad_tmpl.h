@@ -64,40 +64,43 @@ FL_INLINE FL_T FL_S(fl_bce_grad)(FL_T p, FL_T y, FL_T *g, FL_T *h) {
  * every term bounded where the loss is finite. ce*r is taken as 0 when r is (an infinite logit
  * on the wrong side: ce = inf, r = t = 0; the limit of ce*r is 0). */
 FL_INLINE FL_T FL_S(fl_sigmoid_focal_grad)(FL_T x, FL_T y, FL_T alpha_t, FL_T gamma,
-                                           const int int_gamma, FL_T *g, FL_T *h) {
+                                           const int int_gamma, const int has_h, FL_T *g,
+                                           FL_T *h) {
     FL_S(fl_focal_terms) f = FL_S(fl_sigmoid_focal_terms)(x, y, gamma, int_gamma);
     FL_T t = f.t, a = f.a;
     FL_T D = f.c_big - f.c_small;
-    FL_T g0 = (f.c_big - f.c_small * t) * a;
+    FL_T u = f.c_big - f.c_small * t, g0 = u * a;
     int small = f.c_big == 0; /* one division for both cases */
     FL_T r = (small ? a : t * a) / (small ? f.c_small : f.c_big + f.c_small * t);
     FL_T ce_r = FL_S(fl_coef_inf)(r, f.ce);
     FL_T AF = alpha_t * f.factor;
     FL_T d = AF * (g0 + gamma * ce_r * D);
     *g = x > 0 ? d : -d;
-    *h = AF * (t * a * a + 2 * gamma * g0 * D * r +
-               gamma * ce_r * ((gamma - 1) * D * D * r - D * (1 - t) * a));
+    /* g0 = u*a is not reused here: a product used twice is not fused into an FMA, so the
+     * gradient would round differently with and without the Hessian */
+    if (has_h)
+        *h = AF * (t * a * a + (2 * gamma * D * r * a) * u +
+                   gamma * ce_r * ((gamma - 1) * D * D * r - D * (1 - t) * a));
     return FL_S(fl_sigmoid_focal_value)(f, alpha_t);
 }
 
 /* ---- The binary loop and block ---- */
 
-/* One chunk: losses to out (their float sum returned), gradients to g, Hessians to h,
- * FL_BAD_* flags as fl_binary_loop. Each combination of the constants is its own loop. The
- * Hessians are always computed (to a staging buffer when not asked for): a loop without them
- * would contract the shared products into other FMAs, and the gradients would depend on
- * whether the Hessian was requested. */
+/* One chunk: losses to out (their float sum returned), gradients to g, Hessians to h (has_h),
+ * FL_BAD_* flags as fl_binary_loop. Each combination of the constants is its own loop; the
+ * formulas share no unfused product between gradient and Hessian, so the gradients are the
+ * same in the loops with and without Hessians (tests/test_grad.py checks it). */
 FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *restrict y,
                                          const FL_T *restrict w, const FL_T *restrict pw,
                                          FL_T *restrict out, FL_T *restrict g,
                                          FL_T *restrict h, ptrdiff_t len,
                                          FL_S(fl_focal_params) f, FL_T scale, int *flags,
                                          const int loss, const int has_w, const int has_pw,
-                                         const int general_gamma) {
+                                         const int general_gamma, const int has_h) {
     FL_T sum = 0, x_lo = 0, x_sum = 0, y_lo = 0, y_sum = 0;
 #pragma omp simd reduction(+ : sum, x_sum, y_sum) reduction(min : x_lo, y_lo)
     for (ptrdiff_t k = 0; k < len; k++) {
-        FL_T xk = x[k], yk = y[k], l, gk, hk;
+        FL_T xk = x[k], yk = y[k], l, gk, hk = 0;
         FL_T y_dist = yk < 1 - yk ? yk : 1 - yk;
         y_lo = y_dist < y_lo ? y_dist : y_lo;
         y_sum += yk;
@@ -110,17 +113,18 @@ FL_INLINE FL_T FL_S(fl_binary_grad_loop)(const FL_T *restrict x, const FL_T *res
             l = FL_S(fl_bce_logits_grad)(xk, yk, has_pw ? pw[k] : (FL_T)1, has_pw, &gk, &hk);
         } else {
             l = FL_S(fl_sigmoid_focal_grad)(xk, yk, f.alpha_pos * yk + f.alpha_neg * (1 - yk),
-                                            f.gamma, general_gamma ? -1 : f.int_gamma, &gk, &hk);
+                                            f.gamma, general_gamma ? -1 : f.int_gamma, has_h,
+                                            &gk, &hk);
         }
         if (has_w) {
             l = FL_S(fl_coef)(w[k], l);
             gk = FL_S(fl_coef)(w[k], gk);
-            hk = FL_S(fl_coef)(w[k], hk);
+            if (has_h) hk = FL_S(fl_coef)(w[k], hk);
         }
         out[k] = l;
         sum += l;
         g[k] = gk * scale;
-        h[k] = hk * scale;
+        if (has_h) h[k] = hk * scale;
     }
     *flags = (!(x_lo >= 0) | (x_sum != x_sum) ? FL_BAD_INPUT : 0) |
              (!(y_lo >= 0) | (y_sum != y_sum) ? FL_BAD_TARGET : 0);
@@ -168,15 +172,19 @@ FL_INLINE void FL_S(fl_binary_grad_block)(const void *args, ptrdiff_t start, ptr
             h = hbuf;
         }
         int chunk_flags;
-#define FL_CALL(has_w, has_pw, general)                                                     \
+        const int has_h = ga->hess != NULL;
+#define FL_CALL(has_w, has_pw, general, hh)                                                 \
     FL_S(fl_binary_grad_loop)(x, y, w, pw, out, g, h, n_loop, f, scale, &chunk_flags, loss,  \
-                              has_w, has_pw, general)
+                              has_w, has_pw, general, hh)
+#define FL_HESS(has_w, has_pw, general) \
+    (has_h ? FL_CALL(has_w, has_pw, general, 1) : FL_CALL(has_w, has_pw, general, 0))
 #define FL_VARIANTS(has_pw, general) \
-    (w ? FL_CALL(1, has_pw, general) : FL_CALL(0, has_pw, general))
+    (w ? FL_HESS(1, has_pw, general) : FL_HESS(0, has_pw, general))
         FL_T chunk_sum = pw                                                 ? FL_VARIANTS(1, 0)
                          : f.int_gamma < 0 && loss == FL_LOSS_SIGMOID_FOCAL ? FL_VARIANTS(0, 1)
                                                                             : FL_VARIANTS(0, 0);
 #undef FL_VARIANTS
+#undef FL_HESS
 #undef FL_CALL
         if (!(chunk_sum - chunk_sum == 0)) { /* inf or nan: float32 overflow perhaps */
             double exact = 0;
