@@ -146,7 +146,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, n_thre
     ------
     TypeError
         input is not a float array, target or weight is not real numeric, or a torch tensor
-        requires grad (fastloss computes values, not gradients: pass ``x.detach()``).
+        requires grad (pass ``x.detach()``, or use :mod:`fastloss.torch` for autograd).
     ValueError
         "all elements of input should be between 0 and 1" (an input outside [0, 1] or nan),
         "all elements of target should be between 0 and 1", target's shape differs from the
