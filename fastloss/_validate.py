@@ -31,9 +31,9 @@ def as_array(obj, name):
     torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
     if torch is not None and isinstance(obj, torch.Tensor):
         if obj.requires_grad:
-            raise TypeError(f"{name} is a tensor that requires grad: fastloss computes loss "
-                            f"values, not gradients; pass {name}.detach() to evaluate it, or "
-                            "use fastloss.torch (the same losses, with autograd)")
+            raise TypeError(f"{name} is a tensor that requires grad: these functions return "
+                            f"NumPy values; pass {name}.detach() to evaluate it, or use "
+                            "fastloss.torch (the same losses, with autograd)")
         if obj.device.type != "cpu":
             raise ValueError(f"{name} is a torch tensor on {obj.device}; fastloss computes on "
                              f"the CPU: pass {name}.cpu()")

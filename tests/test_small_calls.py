@@ -177,7 +177,7 @@ def test_empty_softmax_input_matches_torch():
         assert np.shape(got) == want.shape
 
 
-# ---- autograd tensors: values, not gradients ----
+# ---- autograd tensors: NumPy values; fastloss.torch for autograd ----
 
 def test_tensors_that_require_grad_are_refused():
     x = torch.randn(10, 3, requires_grad=True)
@@ -190,8 +190,9 @@ def test_tensors_that_require_grad_are_refused():
              lambda: fastloss.softmax_focal_loss(x, t, weight=torch.ones(3, requires_grad=True)),
              lambda: fastloss.StreamingLoss("cross_entropy").update(x, t)]
     for call in calls:
-        with pytest.raises(TypeError, match=r"requires grad: fastloss computes loss values, not "
-                                            r"gradients; pass \w+\.detach\(\) to evaluate it"):
+        with pytest.raises(TypeError, match=r"requires grad: these functions return NumPy "
+                                            r"values; pass \w+\.detach\(\) to evaluate it, or "
+                                            r"use fastloss\.torch"):
             call()
     want = torch.nn.functional.binary_cross_entropy_with_logits(x, y).item()
     got = fastloss.binary_cross_entropy_with_logits(x.detach(), y)
