@@ -9,9 +9,13 @@ from hypothesis import given, settings, strategies as st
 
 import fastloss
 
-# enough digits for differences such as z_t - logsumexp(z) at margins of 200 and for
-# mpmath.diff's steps
-mpmath.mp.dps = 300
+
+@pytest.fixture(autouse=True)
+def _mpmath_digits():
+    """Enough digits for differences such as z_t - logsumexp(z) at margins of 200 and for
+    mpmath.diff's steps, in every test of this module whatever other modules set globally."""
+    with mpmath.workdps(300):
+        yield
 
 
 # ---- torch references (float64 autograd) ----
