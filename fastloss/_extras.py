@@ -6,6 +6,7 @@ Each accumulator holds its own state and knows how to add a kernel pass's folded
 creates them from its parameters and calls them. Every state is O(bins + classes + groups + B).
 """
 import math
+import numbers
 from numbers import Integral
 
 import numpy as np
@@ -270,9 +271,10 @@ class Bootstrap:
         self.position += other.position
 
     def mean_ci(self, level):
-        if not (isinstance(level, (int, float)) and not isinstance(level, bool)
+        if not (isinstance(level, numbers.Real) and not isinstance(level, bool)
                 and 0 < level < 1):
             raise ValueError(f"level must be a number between 0 and 1; got {level!r}")
+        level = float(level)  # the quantiles in float64 whatever real number type level has
         with np.errstate(divide="ignore", invalid="ignore"):
             means = self.sums / self.weights
         if np.any(np.isnan(means)):

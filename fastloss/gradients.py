@@ -243,11 +243,17 @@ def _softmax_grad(loss, input, target, p, hessian, reduction, n_threads, outs):
     if probabilities:
         denominator = n * n_spatial
     elif reduction == "mean" and denominator:
-        # torch's backward: d mean/d z = (d sum/d z) / denominator (all positions ignored:
-        # every gradient is 0, as in torch)
+        # torch's backward: d mean/d z = (d sum/d z) / denominator
         for a in (g, h):
             if a is not None:
                 np.divide(a, a.dtype.type(denominator), out=a)
+    elif reduction == "mean" and n * n_spatial:
+        # a zero denominator (the targets' class weights are all 0): nan, as torch's backward
+        # gives, except at ignored positions, whose gradient stays 0 (all ignored: all 0)
+        ignored = (t == ignore).reshape(n, 1, n_spatial)
+        for a in (g, h):
+            if a is not None:
+                np.copyto(a.reshape(x.shape), np.nan, where=~ignored)
     value = losses._result(reduction, total, denominator, values, None, None, result_dtype)
     return (value, _finish(g, user[0], outs[0], result_dtype),
             _finish(h, user[1], outs[1], result_dtype))

@@ -60,6 +60,7 @@ def test_interval_covers_the_mean_with_the_normal_width():
     assert 0.7 < (hi - lo) / (2 * 1.96 * se) < 1.4
     lo90, hi90 = m.mean_ci(0.9)
     assert lo < lo90 < hi90 < hi
+    assert m.mean_ci(np.float32(0.9)) == m.mean_ci(float(np.float32(0.9)))  # any real level
 
 
 def test_any_batching_gives_the_same_replicates_up_to_rounding():

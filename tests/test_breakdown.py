@@ -99,6 +99,22 @@ def test_groups_broadcast_per_row_and_softmax_positions():
         assert s.group_mean[k] == pytest.approx(ref[g == k].mean(), rel=1e-12)
 
 
+def test_groups_are_not_copied_as_int64_per_position():
+    """Full-shape int32/int64 ids are read in place; a broadcast column or another dtype is
+    copied once as int32 (4 bytes per position), after its ids are checked as given."""
+    from memory import peak_allocation
+    n = 200_000
+    x = y = np.zeros((n, 8), np.float32)
+    m = StreamingLoss("binary_cross_entropy_with_logits", n_groups=4)
+    for groups, most in ((np.zeros((n, 8), np.int32), 1e6), (np.zeros((n, 1), np.uint8), 4.5 * 8 * n)):
+        peak = peak_allocation(lambda: m.update(x, y, groups=groups))
+        assert peak < most, (groups.dtype, peak)
+    for bad in (np.array([[5]], np.uint8), np.array([[-2]], np.int16)):
+        with pytest.raises(ValueError, match=rf"in \[0, 4\) \(n_groups\); got {bad[0, 0]}"):
+            m.update(x, y, groups=bad)
+    assert m.group_count.tolist() == [2 * 8 * n, 0, 0, 0]
+
+
 def test_group_errors_leave_the_state_unchanged():
     x, y = np.zeros(100), np.ones(100)
     m = StreamingLoss("binary_cross_entropy_with_logits", n_groups=3)

@@ -563,3 +563,18 @@ def test_gradient_does_not_depend_on_what_else_is_asked(simd_path, rng, loss, sh
     np.testing.assert_array_equal(alone, g)
     np.testing.assert_array_equal(value, getattr(fastloss, loss)(x, target, reduction="none",
                                                                   **params))
+
+
+def test_mean_with_a_zero_denominator_is_nan_where_torch_is():
+    """Class weights 0 for every target (label smoothing keeps the sum non-zero): torch's
+    "mean" backward divides by 0 (nan) except at ignored positions (0)."""
+    x = np.array([[1.0, 2, 3], [0, 1, -1], [2, 0, 1]])
+    w = np.array([0.0, 1, 1])
+    for t in (np.array([0, 0, 0]), np.array([0, -100, 0])):
+        xt = torch.tensor(x, requires_grad=True)
+        F.cross_entropy(xt, torch.tensor(t), weight=torch.tensor(w), label_smoothing=0.1,
+                        reduction="mean").backward()
+        g, h = fastloss.grad("cross_entropy", x, t, hessian=True, weight=w, label_smoothing=0.1,
+                             reduction="mean")
+        np.testing.assert_array_equal(g, xt.grad.numpy())
+        np.testing.assert_array_equal(np.isnan(h), np.isnan(g))
