@@ -13,12 +13,13 @@ Prints the CPU model, the median ms of each and the ratios. Not a test: nothing 
 The NumPy objective makes about ten temporaries of the input's size (4 bytes each).
 """
 import argparse
-import subprocess
 import time
 
 import numpy as np
 
 import fastloss
+
+from machine import cpu_model  # benchmarks/machine.py
 
 
 def numpy_focal_objective(x, y, alpha=0.25, gamma=2.0):
@@ -62,15 +63,6 @@ def median_ms(fn, repeat, clock=time.perf_counter):
         fn()
         times.append(clock() - start)
     return 1e3 * float(np.median(times))
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no lscpu)"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), "unknown")
 
 
 def main(argv=None):

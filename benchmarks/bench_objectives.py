@@ -9,13 +9,14 @@ the uncontended speed: a multi-threaded call suffers most when another process t
 checked against each other first.
 """
 import argparse
-import subprocess
 import time
 
 import numpy as np
 import xgboost
 
 import fastloss.objectives
+
+from machine import cpu_model  # benchmarks/machine.py
 
 ALPHA, GAMMA = 0.25, 2.0
 
@@ -48,15 +49,6 @@ def call_seconds(call, repeat):
         call()
         times.append(time.perf_counter() - start)
     return float(np.median(times)), min(times)
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no lscpu)"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), "unknown")
 
 
 def main(argv=None):
