@@ -149,3 +149,20 @@ def test_n_groups_needs_groups_and_bad_counts_are_refused(data, capsys):
                            (["--bootstrap", 5, "--seed", -1], "seed must be an int from 0")):
         code, out, err = run(capsys, *common, *extra)
         assert (code, out) == (1, "") and message in err and err.count("\n") == 1
+
+
+def test_one_weight_per_row_of_rows_longer_than_a_batch(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 1000)).astype(np.float32)
+    y = (rng.random(x.shape) < 0.5).astype(np.float32)
+    w = rng.random(7)
+    for name, a in (("x", x), ("y", y), ("w", w)):
+        np.save(tmp_path / f"{name}.npy", a)
+    code, _, err = run(capsys, "binary_cross_entropy_with_logits", "--input", tmp_path / "x.npy",
+                       "--target", tmp_path / "y.npy", "--weight", tmp_path / "w.npy",
+                       "--batch-size", 300, "--json", tmp_path / "o.json")
+    assert (code, err) == (0, "")
+    ww = np.broadcast_to(w[:, None], x.shape)
+    expected = np.sum(ww * bce_logits_f64(x, y)) / np.sum(ww)
+    assert json.loads((tmp_path / "o.json").read_text())["mean"] == pytest.approx(expected,
+                                                                                 rel=1e-6)
