@@ -146,13 +146,14 @@ def plot_reliability(meters, path=None, ax=None):
         line, = ax.plot(r["confidence"][filled], r["accuracy"][filled], linewidth=1.4,
                         label=f"{label}: ECE {m.ece:.3g}, Brier {m.brier:.3g}, "
                               f"n = {m.count:,}")
-        ax.scatter(r["confidence"][filled], r["accuracy"][filled],
+        ax.scatter(r["confidence"][filled], r["accuracy"][filled], clip_on=False,
                    s=_FULL_BIN_AREA * np.asarray(share), color=line.get_color(), alpha=0.45,
                    edgecolors="none")
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="confidence (mean per bin)",
            ylabel="accuracy (fraction of positives or correct)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    # below the axes: inside, the legend would hide the points of some model
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     if path is not None:
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
     return ax
