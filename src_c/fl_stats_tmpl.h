@@ -108,10 +108,12 @@ FL_INLINE void FL_S(fl_extras_chunk)(const fl_stats *st, const FL_T *restrict l,
                 FL_T c = conf[k];
                 int on = (has_rows ? row[k] >= 0 : 1) & (c == c);
                 FL_T g = on ? c * nb_t : 0;
-                g = g < 0 ? 0 : g > nb_t ? nb_t : g;
                 FL_T whole = sizeof(FL_T) == 4 ? (FL_T)floorf((float)g) : (FL_T)floor((double)g);
                 FL_T frac = g - whole;
-                int near = (frac < tol) | (frac > 1 - tol);
+                /* outside [0, nb] (invalid input, flagged elsewhere) the edges decide too: no
+                 * clamp, whose branches GCC threaded through the rest of the body, leaving the
+                 * loop scalar in the hot kernels */
+                int near = (frac < tol) | (frac > 1 - tol) | (g < 0) | (g > nb_t);
                 any_near |= near & on;
                 slot[k] = !on ? skip : near ? near_slot : (int)whole;
             }
