@@ -61,14 +61,14 @@ from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, cro
 from .gradients import grad
 
 from .streaming import StreamingLoss
-from .plot import plot_loss_histograms
+from .plot import plot_loss_histograms, plot_reliability
 
 from ._version import __version__
 from .info import show_config
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "sigmoid_focal_loss", "softmax_focal_loss", "grad", "StreamingLoss", "plot_loss_histograms",
-    "simd_path", "show_config",
+    "plot_reliability", "simd_path", "show_config",
 ]
 
 

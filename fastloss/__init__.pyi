@@ -11,7 +11,7 @@ __version__: str
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
     "sigmoid_focal_loss", "softmax_focal_loss", "grad", "StreamingLoss", "plot_loss_histograms",
-    "simd_path", "show_config",
+    "plot_reliability", "simd_path", "show_config",
 ]
 
 def simd_path() -> Literal["scalar", "avx2", "avx512"]: ...
@@ -165,6 +165,11 @@ class StreamingLoss:
     def mean_ci(self, level: float = ...) -> tuple[float, float]: ...
 
 def plot_loss_histograms(
+    meters: dict[str, StreamingLoss],
+    path: str | os.PathLike[str] | None = ...,
+    ax: Any = ...,
+) -> Any: ...
+def plot_reliability(
     meters: dict[str, StreamingLoss],
     path: str | os.PathLike[str] | None = ...,
     ax: Any = ...,

@@ -243,7 +243,12 @@ cdef tuple _run_blocks(fl_block_fn fn, const void *args, Py_ssize_t n, Py_ssize_
         per_super = max(1, (n_extra * 2 + block - 1) // block)
         n_super = (nblocks + per_super - 1) // per_super
         n_threads = max(1, min(n_threads, n_super))
-        wave = 4 * n_threads
+        # As many superblocks per wave as 4 MiB of extras hold (at least 4 per thread): each
+        # wave is one parallel region, whose threads all have to be scheduled before it ends;
+        # on a loaded machine that took ~1 ms, and waves of 8 blocks (32k positions) made two
+        # threads 6x slower than one. The wave's size changes no sum: the fold is in
+        # superblock order whatever the waves.
+        wave = max(4 * n_threads, min(n_super, (4 << 20) // (8 * ((n_extra + 7) // 8 * 8))))
         # each superblock's extras 64-byte aligned: a slot (32 bytes) never straddles two cache
         # lines, which would stall every increment that reads the previous one's store
         n_extra = (n_extra + 7) // 8 * 8

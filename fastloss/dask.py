@@ -44,11 +44,12 @@ import numpy as np
 
 try:
     import dask.array as da
-    from dask.array.core import Array as _LegacyArray
+    from dask.array.core import Array as _LegacyArray, unify_chunks
     from dask.base import is_dask_collection, tokenize
     from dask.core import flatten
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph
+    from dask.layers import ArraySliceDep
 except ImportError as e:
     raise ImportError("fastloss.dask needs dask: pip install 'fastloss[dask]'") from e
 
@@ -80,10 +81,25 @@ def _cell(value, ndim):
     return cell
 
 
-def _block_state(x, y, w=None, *, template, ndim, n_threads):
-    """One block's partial state: a copy of the empty StreamingLoss template, updated."""
+def _block_state(x, y, *more, template, ndim, n_threads, weighted, grouped,
+                 positions_per_row):
+    """One block's partial state: a copy of the empty StreamingLoss template, updated with
+    the block's (input, target[, weight][, groups]). With bootstrap, more ends with the
+    block's slice of the first axis (ArraySliceDep): the block, whole rows of the stream,
+    is updated at its stream position, start row * positions_per_row, so that its positions
+    get the replicate weights one meter over the whole array gives them; its position is
+    then set back to the positions it saw, so that the merge adds up to the whole array's."""
+    more = list(more)
+    w = more.pop(0) if weighted else None
+    groups = more.pop(0) if grouped else None
     state = copy.deepcopy(template)
-    state.update(x, y, w, n_threads=_task_threads(n_threads))
+    boot = state._bootstrap
+    start = more.pop(0)[0].start * positions_per_row if boot is not None and more else 0
+    if boot is not None:
+        boot.position = start
+    state.update(x, y, w, groups=groups, n_threads=_task_threads(n_threads))
+    if boot is not None:
+        boot.position -= start
     return _cell(state, ndim)
 
 
@@ -226,7 +242,7 @@ class _Plan:
     """
 
     def __init__(self, loss, input, target, weight, pos_weight, class_weight, ignore_index,
-                 class_weight_name):
+                 class_weight_name, groups=None, by_class=False, whole_rows=False):
         x = _as_dask(input, "input")
         if x.dtype.kind != "f" or x.dtype.itemsize not in (2, 4, 8):
             raise TypeError(f"input must be a float16, float32 or float64 array; got dtype "
@@ -248,7 +264,8 @@ class _Plan:
                 operands.append((w, ind[x.ndim - w.ndim:]))
             # each block must hold the elements of every pos_weight value it uses: the input
             # axes along which pos_weight varies (the class axis, usually) become one chunk
-            whole = set()
+            whole = {1} if by_class and x.ndim > 1 else set()  # a block holds every class
+            loss_shape = x.shape
             if pos_weight is not None:
                 if not _fits(pos_weight.shape, x.shape):
                     raise ValueError(f"pos_weight of shape {pos_weight.shape} cannot be "
@@ -302,6 +319,17 @@ class _Plan:
                                     "class weights go in class_weight=)")
                 operands.append((w, self.out_ind[len(loss_shape) - w.ndim:]))
             whole = {class_axis}
+        if groups is not None:
+            g = _as_dask(groups, "groups")
+            if g.dtype.kind not in "iu":
+                raise TypeError(f"groups must be an integer array; got dtype {g.dtype}")
+            if not _fits(g.shape, loss_shape):
+                raise ValueError(f"groups of shape {g.shape} cannot be broadcast to the loss's "
+                                 f"shape {loss_shape} (one group per position)")
+            operands.append((g, self.out_ind[len(loss_shape) - g.ndim:]))
+        if whole_rows:  # each block: whole rows of the loss, a contiguous run of its positions
+            whole |= set(range(1, x.ndim))
+        self.positions_per_row = math.prod(loss_shape[1:])
         # the input's chunks, with the axes in whole made one chunk; every operand takes them
         # on the axes it shares with the input (not those it broadcasts along)
         chunks = [(n,) if i in whole and n > 1 else c
@@ -312,18 +340,28 @@ class _Plan:
                              for i, axis in enumerate(a_ind))
             self.operands.append((a if a_chunks == a.chunks else a.rechunk(a_chunks), a_ind))
 
-    def blockwise(self, block_function, **kwargs):
-        """block_function over the aligned blocks of the operands."""
+    def blockwise(self, block_function, row_slices=False, **kwargs):
+        """block_function over the aligned blocks of the operands; with row_slices, each call
+        also gets (last) its block's slice of the first axis, as a 1-tuple."""
         args = [v for a, a_ind in self.operands for v in (a, a_ind)]
-        return da.blockwise(block_function, self.out_ind, *args, align_arrays=True,
+        if not (row_slices and self.out_ind):
+            return da.blockwise(block_function, self.out_ind, *args, align_arrays=True,
+                                concatenate=True, **kwargs)
+        # blockwise aligns arrays only: align them first, then add the slices of the rows
+        chunks, arrays = unify_chunks(*args)
+        args = [v for a, (_, a_ind) in zip(arrays, self.operands) for v in (a, a_ind)]
+        first = self.out_ind[0]
+        args += [ArraySliceDep((chunks[first],)), (first,)]
+        return da.blockwise(block_function, self.out_ind, *args, align_arrays=False,
                             concatenate=True, **kwargs)
 
-    def partials(self, block_function, token, **kwargs):
+    def partials(self, block_function, token, row_slices=False, **kwargs):
         """The array of partial results: block_function's result (in a cell) per block."""
         ndim = len(self.out_ind)
-        return self.blockwise(block_function, dtype=object, adjust_chunks=dict.fromkeys(
-            self.out_ind, 1), meta=np.empty((0,) * ndim, object), token=token, ndim=ndim,
-            **kwargs)
+        return self.blockwise(block_function, row_slices, dtype=object,
+                              adjust_chunks=dict.fromkeys(self.out_ind, 1),
+                              meta=np.empty((0,) * ndim, object), token=token, ndim=ndim,
+                              **kwargs)
 
 
 def _check_threads(n_threads):
@@ -343,16 +381,20 @@ def _check_split_every(split_every):
 # ---- public API ----
 
 def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, range=None,
-             split_every=None, n_threads=None, **params):
+             calibration_bins=None, by_class=False, groups=None, n_groups=None,
+             bootstrap=None, seed=0, split_every=None, n_threads=None, **params):
     """The StreamingLoss of a loss over Dask arrays, as a dask Delayed.
 
-    ``evaluate(loss, input, target, weight).compute()`` equals (sums within about 1e-15
-    relative for any input dtype, counts, min, max and histograms exactly)
-    ``StreamingLoss(loss, bins=bins, range=range, **params).update(input, target, weight)`` on
-    the whole data in memory: ``mean`` = sum(s*l) / sum(s*d), ``sum``, ``weight_sum``,
-    ``count``, ``nan_count``, ``min``, ``max`` and the ``histogram`` of the loss values l with
-    sample weights s (see :class:`fastloss.StreamingLoss`). Without sample weights, ``mean``
-    is the in-memory loss function's ``reduction="mean"``.
+    ``evaluate(loss, input, target, weight, groups=groups, ...).compute()`` equals (sums
+    within about 1e-15 relative for any input dtype, counts, min, max and histograms exactly)
+    ``StreamingLoss(loss, bins=bins, range=range, calibration_bins=calibration_bins,
+    by_class=by_class, n_groups=n_groups, bootstrap=bootstrap, seed=seed,
+    **params).update(input, target, weight, groups=groups)`` on the whole data in memory:
+    ``mean`` = sum(s*l) / sum(s*d), ``sum``, ``weight_sum``, ``count``, ``nan_count``, ``min``,
+    ``max`` and the ``histogram`` of the loss values l with sample weights s, and the extras
+    (calibration bins and Brier sum, per-class and per-group sums, bootstrap replicates: see
+    :class:`fastloss.StreamingLoss`). Without sample weights, ``mean`` is the in-memory loss
+    function's ``reduction="mean"``.
 
     One task per aligned block builds the block's StreamingLoss with the in-memory kernels;
     a tree reduction merges them, ``split_every`` at a time, into the result.
@@ -375,6 +417,16 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
         weight).
     bins, range
         The histogram, as in :class:`fastloss.StreamingLoss`.
+    calibration_bins, by_class, n_groups, bootstrap, seed
+        The extras, as in :class:`fastloss.StreamingLoss`. by_class with a binary loss makes
+        the input's axis 1 (the classes) one chunk. bootstrap makes every axis but the first
+        one chunk, so that each block is a run of whole rows of the stream: each block's meter
+        starts at its rows' stream position, so its positions get the replicate weights that
+        one meter over the whole array gives them, and the result's replicates (and
+        ``mean_ci``) equal that meter's (sums within about 1e-15 relative).
+    groups : Dask array or array_like of integers, optional
+        With n_groups (required by, and only by, it): each position's group in [0, n_groups),
+        broadcasting to the loss's shape like weight; rechunked to the input's chunks.
     split_every : int >= 2, optional
         How many partial states one task of the tree reduction merges (default
         ``SPLIT_EVERY``, 8): the tree has ceil(log(blocks, split_every)) levels.
@@ -399,13 +451,14 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
     ValueError, TypeError
         At once: what ``StreamingLoss(loss, ...)`` raises (an unknown loss lists the valid
         ones; an unknown parameter lists the loss's), an input that is not float16/32/64 or
-        has no classes, a target or weight of a wrong dtype, shapes that do not match (the
-        message names them), a pos_weight that varies along the first axis of N-d input,
-        unknown chunk sizes, a Dask collection as pos_weight or class_weight, a bad
-        n_threads.
+        has no classes, a target, weight or groups of a wrong dtype, shapes that do not match
+        (the message names them), groups without n_groups or n_groups without groups, a
+        pos_weight that varies along the first axis of N-d input, unknown chunk sizes, a Dask
+        collection as pos_weight or class_weight, a bad n_threads.
     ValueError, IndexError
         When computed: what ``StreamingLoss.update`` raises for values (targets or
-        probabilities outside [0, 1], class indices out of range, negative weights).
+        probabilities outside [0, 1], class indices out of range, negative weights, group ids
+        outside [0, n_groups)).
     """
     if loss in LOSSES:  # else StreamingLoss lists the valid losses
         kind, defaults = LOSSES[loss]
@@ -420,14 +473,22 @@ def evaluate(loss, input, target, weight=None, *, class_weight=None, bins=None, 
         if class_weight is not None:
             params["weight"] = class_weight
     _check_parameters(params, {"pos_weight": "pos_weight", "weight": "class_weight"})
-    template = StreamingLoss(loss, bins=bins, range=range, **params)
+    template = StreamingLoss(loss, bins=bins, range=range, calibration_bins=calibration_bins,
+                             by_class=by_class, n_groups=n_groups, bootstrap=bootstrap,
+                             seed=seed, **params)
+    if (groups is None) != (n_groups is None):
+        raise ValueError("groups are required by, and only by, n_groups; got "
+                         f"n_groups={n_groups!r} and {'no ' * (groups is None)}groups")
     _check_threads(n_threads)
     split_every = _check_split_every(split_every)
     p = template.params
     plan = _Plan(loss, input, target, weight, p.get("pos_weight"), p.get("weight"),
-                 p.get("ignore_index", -100), "class_weight")
-    partials = plan.partials(_block_state, "fastloss-partials", template=template,
-                             n_threads=n_threads)
+                 p.get("ignore_index", -100), "class_weight", groups=groups,
+                 by_class=by_class, whole_rows=bootstrap is not None)
+    partials = plan.partials(_block_state, "fastloss-partials", row_slices=bootstrap is not None,
+                             template=template, n_threads=n_threads, weighted=weight is not None,
+                             grouped=groups is not None,
+                             positions_per_row=plan.positions_per_row)
     name = f"fastloss-streamingloss-{tokenize(partials.name, split_every)}"
     graph = _tree(partials, _merge, _merge, split_every, name)
     return _ArrayDelayed(name, graph, layer=name)

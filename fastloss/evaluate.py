@@ -6,6 +6,8 @@ Examples:
       --param label_smoothing=0.1 --json stats.json --hist hist.png
   fastloss eval sigmoid_focal_loss --input test.npy --target test_y.npy --param gamma=2 \\
       --compare train.npy train_y.npy --hist train_vs_test.png
+  fastloss eval binary_cross_entropy_with_logits --input logits.npy --target labels.npy \\
+      --calibration 15 --by-class --groups segment.npy --bootstrap 200 --seed 1
 
 Each batch is read from the files into a reused buffer and evaluated by StreamingLoss (one
 fused pass), so memory stays bounded by --batch-size elements per file whatever the file size:
@@ -25,6 +27,7 @@ import zipfile
 
 import numpy as np
 
+from ._extras import MAX_SLOTS as MAX_GROUPS
 from .streaming import LOSSES, LOG_BINS_PER_DECADE, StreamingLoss, _json_float
 
 
@@ -271,31 +274,33 @@ def _batches(meter, sources, batch_size):
         return
     unit = math.prod(piece[1:])  # a row is a whole number of units: pieces end on one
     for row in range(x.rows):
-        weight = sources[2].read_rows(row, 1).copy() if len(sources) > 2 and \
-            sources[2].per_row != x.per_row else None  # one per row: kept for its pieces
+        # weights and groups given one per row: read once, kept for the row's pieces
+        per_row = [s.read_rows(row, 1).copy() if s.per_row != x.per_row else None
+                   for s in sources[2:]]
         for start in range(0, x.per_row, piece[0] * unit):
             n = min(piece[0] * unit, x.per_row - start)
             shape = (n // unit,) + piece[1:]
             batch = [s.read(row * x.per_row + start, n).reshape(shape) for s in sources[:2]]
-            if len(sources) > 2:
-                batch.append(weight.reshape((1,) * len(shape)) if weight is not None else
-                             sources[2].read(row * x.per_row + start, n).reshape(shape))
+            batch += [value.reshape((1,) * len(shape)) if value is not None else
+                      s.read(row * x.per_row + start, n).reshape(shape)
+                      for s, value in zip(sources[2:], per_row)]
             yield f"row {row:,}, elements {start:,} to {start + n:,}", batch, n
 
 
 def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None,
-             progress=None):
-    """Update meter with the arrays named by the specs input, target and weight (paths, or
-    path.npz:member), batch_size elements of each file at a time (or one row of a softmax
-    loss's input, if longer); progress: a stream or None.
+             progress=None, groups=None):
+    """Update meter with the arrays named by the specs input, target, weight and groups
+    (paths, or path.npz:member), batch_size elements of each file at a time (or one row of a
+    softmax loss's input, if longer); progress: a stream or None. groups (for a meter with
+    n_groups): integer ids with the loss's shape or one per row, read in the same batches.
 
     Raises InputError (one line, naming the file) for a file that is missing, not a regular
     file, not a numeric .npy array, truncated or changed while being read, and for arrays that
-    do not fit together or that the loss refuses.
+    do not fit together or that the loss refuses (group ids outside [0, n_groups) included).
     """
     sources = []
     try:
-        for spec in (input, target, weight):
+        for spec in (input, target, weight, groups):
             if spec:
                 sources.append(_Array(spec))
         x, y = sources[:2]
@@ -316,20 +321,33 @@ def evaluate(meter, input, target, weight=None, batch_size=10**7, n_threads=None
             raise InputError(f"{sources[2].name}: has shape {sources[2].shape}; the weights "
                              f"must have the loss's shape {loss_shape} or one per row "
                              f"{x.shape[:1]}")
-        names = {"input": x.name, "target": y.name, "weight": weight and sources[2].name}
+        g = sources[-1] if groups else None
+        if g is not None:
+            if g.shape not in (loss_shape, x.shape[:1]):
+                raise InputError(f"{g.name}: has shape {g.shape}; the group ids must have the "
+                                 f"loss's shape {loss_shape} or one per row {x.shape[:1]}")
+            if g.dtype.kind not in "iu":
+                raise InputError(f"{g.name}: dtype {g.dtype}: group ids must be integers")
+        names = {"input": x.name, "target": y.name, "weight": weight and sources[2].name,
+                 "groups": g and g.name}
+
         started, last, done, total = time.perf_counter(), 0.0, 0, x.rows * x.per_row
         for where, batch, elements in _batches(meter, sources, batch_size):
-            w = batch[2] if weight else None
-            if w is not None and w.ndim == 1 and len(x.shape) > 1:  # one weight per row
-                w = w.reshape((-1,) + (1,) * (len(x.shape) - (2 if softmax else 1)))
+            # one value per row: broadcast over the rest of the batch's loss shape (a piece
+            # of a row comes with its row's value already shaped to broadcast)
+            loss_ndim = batch[0].ndim - softmax
+            w, ids = ((a.reshape((-1,) + (1,) * (loss_ndim - 1)) if a.ndim == 1 else a)
+                      if a is not None else None
+                      for a in (batch[2] if weight else None, batch[-1] if groups else None))
             try:
-                meter.update(batch[0], batch[1], w, n_threads=n_threads)
+                meter.update(batch[0], batch[1], w, groups=ids, n_threads=n_threads)
             except (ValueError, TypeError, IndexError) as e:
                 # The loss's messages name the argument at fault ("... of target should ...").
-                blamed = re.search(r"\b(input|target|weight)\b", str(e), re.IGNORECASE)
+                blamed = re.search(r"\b(input|target|weight|groups)\b", str(e),
+                                   re.IGNORECASE)
                 name = blamed and names[blamed[1].lower()] or x.name
                 raise InputError(f"{name}: {where}: {e}") from None
-            del batch, w
+            del batch, w, ids
             done += elements
             now = time.perf_counter()
             if progress is not None and (now - last > 0.2 or done >= total):
@@ -373,28 +391,106 @@ def _text_histogram(m, width=40, max_rows=16):
             for label, c in lines]
 
 
+# Most classes or groups listed in the printed summary (the JSON has them all).
+MAX_LISTED = 20
+CI_LEVEL = 0.95
+
+
+def _breakdown_lines(name, count, mean):
+    lines = [f"  {'per ' + name:<14}{'count':>14} {'mean':>16}"]
+    shown = np.flatnonzero(count)[:MAX_LISTED]
+    lines += [f"  {i:<14,}{count[i]:>14,} {mean[i]:>16.9g}" for i in shown]
+    hidden = np.count_nonzero(count) - shown.size
+    if hidden:
+        lines.append(f"  ({hidden:,} more in the JSON)")
+    return lines
+
+
 def _report(m, title):
     lines = [title]
     for key in ("mean", "sum", "count", "weight_sum", "min", "max", "nan_count"):
         value = getattr(m, key)
         lines.append(f"  {key:<10} {value:,}" if isinstance(value, int)
                      else f"  {key:<10} {value:.9g}")
+    boot = m.to_dict().get("bootstrap")
+    if boot is not None:
+        lo, hi = m.mean_ci(CI_LEVEL)
+        lines.append(f"  mean {CI_LEVEL:.0%} interval [{lo:.9g}, {hi:.9g}] "
+                     f"({boot['n']:,} bootstrap replicates, seed {boot['seed']})")
     histogram = [] if m.histogram is None else _text_histogram(m)
     if histogram:
         lines += ["  histogram (fraction of examples):", *histogram]
+    r = m.reliability()
+    if r is not None:
+        lines.append(f"  calibration: ece {m.ece:.6g}, mce {m.mce:.6g}, rms_ce {m.rms_ce:.6g}, "
+                     f"brier {m.brier:.6g}")
+        lines.append(f"  {'confidence bin':>16} {'count':>14} {'confidence':>11} {'accuracy':>9}")
+        for i in np.flatnonzero(r["count"]):
+            close = "]" if i == r["count"].size - 1 else ")"  # the last bin holds p = 1
+            lines.append(f"  [{r['edges'][i]:.3f}, {r['edges'][i + 1]:.3f}{close} "
+                         f"{r['count'][i]:>14,} {r['confidence'][i]:>11.4f} "
+                         f"{r['accuracy'][i]:>9.4f}")
+    if m.class_count is not None:
+        lines += _breakdown_lines("class", m.class_count, m.class_mean)
+    if m.group_count is not None:
+        lines += _breakdown_lines("group", m.group_count, m.group_mean)
     return "\n".join(lines)
+
+
+def _json_floats(a):
+    return [_json_float(v) for v in a]
 
 
 def _summary(m, **files):
     state = m.to_dict()
     counts, edges = m.histogram if m.histogram is not None else (None, None)
-    return {"loss": m.loss, **files, "params": state["params"],
-            "mean": _json_float(m.mean), "sum": state["sum"], "count": m.count,
-            "weight_sum": state["weight_sum"], "min": _json_float(m.min),
-            "max": _json_float(m.max), "nan_count": m.nan_count,
-            "histogram": None if counts is None else {
-                "edges": edges.tolist(), "counts": counts.tolist(),
-                "underflow": m.underflow, "overflow": m.overflow}}
+    summary = {"loss": m.loss, **files, "params": state["params"],
+               "mean": _json_float(m.mean), "sum": state["sum"], "count": m.count,
+               "weight_sum": state["weight_sum"], "min": _json_float(m.min),
+               "max": _json_float(m.max), "nan_count": m.nan_count,
+               "histogram": None if counts is None else {
+                   "edges": edges.tolist(), "counts": counts.tolist(),
+                   "underflow": m.underflow, "overflow": m.overflow}}
+    r = m.reliability()
+    if r is not None:
+        summary["calibration"] = {
+            "ece": _json_float(m.ece), "mce": _json_float(m.mce),
+            "rms_ce": _json_float(m.rms_ce), "brier": _json_float(m.brier),
+            "edges": r["edges"].tolist(), "count": r["count"].tolist(),
+            **{key: _json_floats(r[key]) for key in ("weight", "confidence", "accuracy")}}
+    for name in ("class", "group"):
+        count = getattr(m, f"{name}_count")
+        if count is not None:
+            summary[f"by_{name}"] = {"count": count.tolist(), **{
+                key: _json_floats(getattr(m, f"{name}_{key}"))
+                for key in ("sum", "weight_sum", "mean")}}
+    if "bootstrap" in state:
+        summary["bootstrap"] = {"replicates": state["bootstrap"]["n"],
+                                "seed": state["bootstrap"]["seed"],
+                                "level": CI_LEVEL, "mean_ci": _json_floats(m.mean_ci(CI_LEVEL))}
+    return summary
+
+
+def _group_count(spec, batch_size):
+    """n_groups for the ids in spec: the largest + 1 (1 for none), read batch by batch.
+    Raises InputError for ids that are not integers or are negative."""
+    ids = _Array(spec)
+    try:
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"{ids.name}: dtype {ids.dtype}: group ids must be integers")
+        total, largest = ids.rows * ids.per_row, -1
+        for start in range(0, total, batch_size):
+            batch = ids.read(start, min(batch_size, total - start))
+            if batch.min() < 0:
+                raise InputError(f"{ids.name}: has the negative group id {batch.min()} at "
+                                 f"element {start + int(np.argmin(batch)):,}")
+            largest = max(largest, int(batch.max()))
+    finally:
+        ids.close()
+    if largest >= MAX_GROUPS:
+        raise InputError(f"{spec}: has the group id {largest:,}: at most {MAX_GROUPS - 1:,} "
+                         "(n_groups is the largest id + 1)")
+    return largest + 1 if largest >= 0 else 1
 
 
 class _ParamFile(str):
@@ -447,6 +543,21 @@ def main(argv=None):
     parser.add_argument("--compare", nargs=2, metavar=("INPUT", "TARGET"),
                         help="a second data set (e.g. train against test): reported and "
                              "overlaid in --hist")
+    parser.add_argument("--calibration", type=int, metavar="BINS",
+                        help="calibration in BINS equal bins of the confidence: ECE, MCE, "
+                             "RMS-CE, Brier score and the reliability table")
+    parser.add_argument("--by-class", action="store_true",
+                        help="per-class statistics (binary losses: per column of axis 1; "
+                             "softmax losses: per target class)")
+    parser.add_argument("--groups", metavar="FILE",
+                        help="integer group ids (>= 0), the loss's shape or one per row: "
+                             "per-group statistics")
+    parser.add_argument("--n-groups", type=int, metavar="G",
+                        help="the number of groups (default: the largest id in --groups + 1)")
+    parser.add_argument("--bootstrap", type=int, metavar="B",
+                        help="a 95%% bootstrap interval of the mean from B replicates")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="the bootstrap's seed (default 0)")
     parser.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
     parser.add_argument("--threads", type=int, metavar="N", help="kernel threads")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -482,21 +593,33 @@ def _run(args):
     progress = sys.stderr if (args.progress or (args.progress is None and
                                                  sys.stderr.isatty())) else None
 
-    def meter():
-        return StreamingLoss(args.loss, bins=bins,
-                             range=tuple(args.range) if args.range else None, **params)
+    if args.n_groups is not None and not args.groups:
+        raise InputError("--n-groups needs --groups")
+    n_groups = None
+    if args.groups:
+        n_groups = (args.n_groups if args.n_groups is not None
+                    else _group_count(args.groups, int(args.batch_size)))
 
-    runs = [(args.input, args.target, args.weight)]
+    def meter(groups):
+        return StreamingLoss(args.loss, bins=bins,
+                             range=tuple(args.range) if args.range else None,
+                             calibration_bins=args.calibration, by_class=args.by_class,
+                             n_groups=n_groups if groups else None, bootstrap=args.bootstrap,
+                             seed=args.seed, **params)
+
+    # the groups are aligned with --input's rows, not --compare's
+    runs = [(args.input, args.target, args.weight, args.groups)]
     if args.compare:
-        runs.append((*args.compare, None))
-    meters = [evaluate(meter(), x, y, w, int(args.batch_size), args.threads, progress)
-              for x, y, w in runs]
-    for m, (x, y, w) in zip(meters, runs):
+        runs.append((*args.compare, None, None))
+    meters = [evaluate(meter(g), x, y, w, int(args.batch_size), args.threads, progress, g)
+              for x, y, w, g in runs]
+    for m, (x, y, w, g) in zip(meters, runs):
         print(_report(m, f"{args.loss} of {x} against {y}" + (f", weighted by {w}" if w
                                                                else "")))
     if args.json:
         summary = _summary(meters[0], input=args.input, target=args.target,
-                           weight=args.weight)
+                           weight=args.weight, **({"groups": args.groups} if args.groups
+                                                  else {}))
         if args.compare:
             summary["compare"] = _summary(meters[1], input=args.compare[0],
                                           target=args.compare[1])
@@ -504,7 +627,7 @@ def _run(args):
             json.dump(summary, f, indent=1, allow_nan=False)
     if args.hist:
         from .plot import plot_loss_histograms
-        labels = [x for x, _, _ in runs]
+        labels = [x for x, *_ in runs]
         if len(set(labels)) < len(labels):
             labels = ["input", "compare"]
         plot_loss_histograms(dict(zip(labels, meters)), path=args.hist)

@@ -91,3 +91,69 @@ def plot_loss_histograms(meters, path=None, ax=None):
     if path is not None:
         ax.figure.savefig(path, dpi=100, bbox_inches="tight")
     return ax
+
+
+# Area (points^2) of the marker of a bin holding all of a meter's weight.
+_FULL_BIN_AREA = 600.0
+
+
+def plot_reliability(meters, path=None, ax=None):
+    """Overlaid reliability diagrams: accuracy against confidence per calibration bin.
+
+    Parameters
+    ----------
+    meters : dict of str to StreamingLoss
+        Label to meter; every meter needs ``calibration_bins``. Each is drawn as a line through
+        its non-empty bins at (mean confidence, accuracy) (``reliability()``, s-weighted), with
+        each bin's marker area proportional to its share of the meter's weight, and its ECE,
+        Brier score and count in the legend. The diagonal (dashed) is perfect calibration:
+        below it the model is over-confident, above it under-confident.
+    path : str or path-like, optional
+        Also write the figure there (PNG for a .png name).
+    ax : matplotlib Axes, optional
+        Draw into it; by default a new figure (not registered with pyplot).
+
+    Returns the Axes. torchmetrics and scikit-learn have no counterpart that draws several
+    models at once; ``sklearn.calibration.CalibrationDisplay`` draws one from its predictions.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'fastloss[plot]'``).
+    TypeError, ValueError
+        meters is not a non-empty dict of StreamingLoss, or one has no calibration bins.
+    """
+    from .streaming import StreamingLoss
+
+    require_matplotlib("plot_reliability")
+    if not isinstance(meters, dict) or not meters:
+        raise TypeError("meters must be a non-empty dict of label to StreamingLoss")
+    for label, m in meters.items():
+        if not isinstance(m, StreamingLoss):
+            raise TypeError(f"meters[{label!r}] is a {type(m).__name__}, not a StreamingLoss")
+        if m.reliability() is None:
+            raise ValueError(f"meters[{label!r}] has no calibration bins: create it with "
+                             "calibration_bins=...")
+    if ax is None:
+        from matplotlib.figure import Figure
+        ax = Figure(figsize=(5.2, 5)).subplots()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1,
+            label="perfectly calibrated")
+    for label, m in meters.items():
+        r = m.reliability()
+        filled = r["weight"] > 0
+        share = r["weight"][filled] / r["weight"][filled].sum() if filled.any() else []
+        line, = ax.plot(r["confidence"][filled], r["accuracy"][filled], linewidth=1.4,
+                        label=f"{label}: ECE {m.ece:.3g}, Brier {m.brier:.3g}, "
+                              f"n = {m.count:,}")
+        ax.scatter(r["confidence"][filled], r["accuracy"][filled], clip_on=False,
+                   s=_FULL_BIN_AREA * np.asarray(share), color=line.get_color(), alpha=0.45,
+                   edgecolors="none")
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", xlabel="confidence (mean per bin)",
+           ylabel="accuracy (fraction of positives or correct)")
+    ax.grid(True, alpha=0.3)
+    # below the axes: inside, the legend would hide the points of some model
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    if path is not None:
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+    return ax

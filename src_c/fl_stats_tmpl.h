@@ -108,23 +108,31 @@ FL_INLINE void FL_S(fl_extras_chunk)(const fl_stats *st, const FL_T *restrict l,
                 FL_T c = conf[k];
                 int on = (has_rows ? row[k] >= 0 : 1) & (c == c);
                 FL_T g = on ? c * nb_t : 0;
-                g = g < 0 ? 0 : g > nb_t ? nb_t : g;
                 FL_T whole = sizeof(FL_T) == 4 ? (FL_T)floorf((float)g) : (FL_T)floor((double)g);
                 FL_T frac = g - whole;
-                int near = (frac < tol) | (frac > 1 - tol);
+                /* outside [0, nb] (invalid input, flagged elsewhere) the edges decide too: no
+                 * clamp, whose branches GCC threaded through the rest of the body, leaving the
+                 * loop scalar in the hot kernels */
+                int near = (frac < tol) | (frac > 1 - tol) | (g < 0) | (g > nb_t);
                 any_near |= near & on;
                 slot[k] = !on ? skip : near ? near_slot : (int)whole;
             }
             for (ptrdiff_t k = 0; any_near && k < n; k++)
                 if (slot[k] == near_slot) slot[k] = (int)fl_cal_bin(st, (double)conf[k]);
-#pragma omp simd reduction(+ : b_sum)
-            for (int k = 0; k < (int)n; k++) {
-                double c = (double)conf[k], o = (double)outcome[k];
-                int on = slot[k] != skip;
-                double sk = has_s ? (double)s[k] : 1.0;
-                double b = brier ? (double)brier[k] : (c - o) * (c - o);
-                b_sum += on ? sk * b : 0.0;
+            /* brier tested outside the loops: a test inside left them scalar */
+#define FL_BRIER_SUM(B)                                                                  \
+    _Pragma("omp simd reduction(+ : b_sum)") for (int k = 0; k < (int)n; k++) {          \
+        double sk = has_s ? (double)s[k] : 1.0;                                          \
+        b_sum += slot[k] != skip ? sk * (B) : 0.0;                                       \
+    }
+#define FL_GAP(k) ((double)conf[k] - (double)outcome[k])
+            if (brier) {
+                FL_BRIER_SUM((double)brier[k])
+            } else {
+                FL_BRIER_SUM(FL_GAP(k) * FL_GAP(k))
             }
+#undef FL_GAP
+#undef FL_BRIER_SUM
         } else {
             for (ptrdiff_t k = 0; k < n; k++) {
                 double c = (double)conf[k], o = (double)outcome[k];

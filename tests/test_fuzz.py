@@ -639,7 +639,9 @@ def softmax_reference(x, t, w, ignore, eps, gamma, cdt):
     wv = np.ones(c) if w is None else np.asarray(np.asarray(w).astype(cdt), np.float64)
     index = t.dtype.kind in "iu"
     if not index:
-        q = np.moveaxis(np.asarray(t.astype(cdt), np.float64), 1, -1) * (1 - eps) + eps / c
+        # (no classes: no positions either, or the case expects an error)
+        q = np.moveaxis(np.asarray(t.astype(cdt), np.float64), 1, -1) * (1 - eps) + (
+            eps / c if c else 0.0)
     value = np.zeros(rows.shape[:-1])
     magnitude = np.zeros(rows.shape[:-1])
     denominator = denominator_magnitude = 0.0
