@@ -6,16 +6,15 @@ multiclass), torch autograd in float64, sklearn.metrics.log_loss and float64 for
 import re
 import sys
 
+import lightgbm as lgb
 import numpy as np
 import pytest
+import sklearn.metrics as sklearn_metrics
 import torch
 import torch.nn.functional as F
+import xgboost as xgb
 
 import fastloss.objectives as objectives
-
-xgb = pytest.importorskip("xgboost")
-lgb = pytest.importorskip("lightgbm")
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 N_ROWS, N_CLASSES, ROUNDS = 1000, 4, 5
 XGB_PARAMS = {"max_depth": 3, "eta": 0.3, "tree_method": "hist", "nthread": 1}
