@@ -324,7 +324,6 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
     FL_T *k_inv_other = half_dist, *k_hess_t = a_sum; /* unused by the focal loss's statistics */
     long long *idx = (long long *)(inv_se + FL_CE_LANES);
     int *target = (int *)(idx + FL_CE_LANES);
-    const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
 
@@ -338,19 +337,7 @@ static void FL_S(fl_ce_grad_block)(const void *args, ptrdiff_t start, ptrdiff_t 
         const FL_T *y = probabilities ? (const FL_T *)a->target + n * C * S + s : NULL;
         ptrdiff_t cs = S, ls = 1;
 
-        if (!probabilities) {
-            FL_S(fl_read_indices)(a, p, lanes, idx);
-            int any_bad = 0;
-#pragma omp simd reduction(| : any_bad)
-            for (ptrdiff_t l = 0; l < lanes; l++) {
-                long long v = idx[l];
-                int in_range = (v >= 0) & (v < C), ignored = v == ignore;
-                any_bad |= !in_range & !ignored;
-                target[l] = in_range & !ignored ? (int)v : -1;
-            }
-            for (ptrdiff_t l = 0; any_bad && bad < 0 && l < lanes; l++)
-                if (!(idx[l] >= 0 && idx[l] < C) && idx[l] != ignore) bad = p + l;
-        }
+        if (!probabilities) FL_S(fl_ce_read_targets)(a, p, lanes, idx, target, &bad);
 
         /* the statistics of fl_ce_block */
         const int stats_kind = kind == FL_CE_FOCAL ? FL_CE_PLAIN : kind;

@@ -201,6 +201,27 @@ FL_INLINE void FL_S(fl_read_indices)(const fl_softmax_args *a, ptrdiff_t p, ptrd
 #undef FL_READ
 }
 
+/* Each lane's class of positions [p, p + lanes) in target: the index, or -1 where it is
+ * ignore_index or out of range; *bad becomes the first out-of-range position unless it is set
+ * already. Vectorized; the first bad index is searched only if there is one. */
+FL_INLINE void FL_S(fl_ce_read_targets)(const fl_softmax_args *a, ptrdiff_t p, ptrdiff_t lanes,
+                                        long long *restrict idx, int *restrict target,
+                                        ptrdiff_t *bad) {
+    const ptrdiff_t C = a->n_classes;
+    const long long ignore = a->ignore_index;
+    FL_S(fl_read_indices)(a, p, lanes, idx);
+    int any_bad = 0;
+#pragma omp simd reduction(| : any_bad)
+    for (ptrdiff_t l = 0; l < lanes; l++) {
+        long long v = idx[l];
+        int in_range = (v >= 0) & (v < C), ignored = v == ignore;
+        any_bad |= !in_range & !ignored;
+        target[l] = in_range & !ignored ? (int)v : -1;
+    }
+    for (ptrdiff_t l = 0; any_bad && *bad < 0 && l < lanes; l++)
+        if (!(idx[l] >= 0 && idx[l] < C) && idx[l] != ignore) *bad = p + l;
+}
+
 /* Transpose rows [l0, lanes) of a (lanes, C) row-major array into columns [l0, lanes) of a
  * (C, lanes) tile. */
 FL_INLINE void FL_S(fl_transpose_body)(const FL_T *restrict src, const ptrdiff_t C,
@@ -287,7 +308,6 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
     FL_T *sq = (FL_T *)(target + FL_CE_LANES), *conf = sq + FL_CE_LANES;
     FL_T *outcome = conf + FL_CE_LANES, *brier = outcome + FL_CE_LANES;
     const int want_sq = st && st->cal_bins && !probabilities;
-    const long long ignore = a->ignore_index;
     double loss_sum = 0, weight_sum = 0;
     ptrdiff_t bad = -1;
 
@@ -302,19 +322,7 @@ static void FL_S(fl_ce_block)(const void *args, ptrdiff_t start, ptrdiff_t len,
         /* element (class c, lane l) of this step is z[c*cs + l*ls] */
         ptrdiff_t cs = S, ls = 1;
 
-        if (!probabilities) { /* vectorized; the first bad index is searched only if any is */
-            FL_S(fl_read_indices)(a, p, lanes, idx);
-            int any_bad = 0;
-#pragma omp simd reduction(| : any_bad)
-            for (ptrdiff_t l = 0; l < lanes; l++) {
-                long long v = idx[l];
-                int in_range = (v >= 0) & (v < C), ignored = v == ignore;
-                any_bad |= !in_range & !ignored;
-                target[l] = in_range & !ignored ? (int)v : -1;
-            }
-            for (ptrdiff_t l = 0; any_bad && bad < 0 && l < lanes; l++)
-                if (!(idx[l] >= 0 && idx[l] < C) && idx[l] != ignore) bad = p + l;
-        }
+        if (!probabilities) FL_S(fl_ce_read_targets)(a, p, lanes, idx, target, &bad);
 
         /* the statistics, with kind a constant in each instantiated loop (focal as plain) */
 #define FL_BY_KIND(CALL)                                                             \
